@@ -1,0 +1,437 @@
+"""The name table: what each sandbox can resolve locally, and which rule says so.
+
+Built only by applying events (drivers/model.py); never rebuilt wholesale. Each network keeps
+its own indices (names, services, tasks, reverse addresses); each sandbox keeps the networks it
+is attached to in connect order. `lookup` is pure: it returns a `Lookup` that names the rule
+(RESOLUTION.md) and carries the data the answer is built from, so the answer code and
+`netdns resolve` share one decision. No sockets here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+
+from drivers.model import (
+    Endpoint,
+    EndpointAttached,
+    EndpointDetached,
+    EndpointMode,
+    EndpointUpdated,
+    Event,
+    IPAddress,
+    Network,
+    NetworkCreated,
+    NetworkRemoved,
+    Sandbox,
+    SandboxCreated,
+    SandboxRemoved,
+    Service,
+    ServiceRemoved,
+    ServiceUpdated,
+)
+
+# DNS type codes used by the table (kept here so this module needs no wire library).
+QTYPE_A = 1
+QTYPE_PTR = 12
+QTYPE_AAAA = 28
+QTYPE_SRV = 33
+QTYPE_ANY = 255
+
+TASKS_PREFIX = "tasks."
+
+
+class Rule(enum.StrEnum):
+    R2_NAME = "R2"
+    R4_SHARED = "R4"
+    R5_SERVICE = "R5"
+    R6_NODATA = "R6"
+    R7_OTHER_TYPE = "R7"
+    R8_PTR = "R8"
+    R11_FORWARD = "R11"
+    R12_INTERNAL = "R12"
+    R12B_NDOTS = "R12b"
+
+
+class Outcome(enum.StrEnum):
+    RECORDS = "records"  # answer locally with the records below
+    NODATA = "nodata"  # NOERROR, empty answer
+    NXDOMAIN = "nxdomain"
+    FORWARD = "forward"  # not local: send upstream
+
+
+@dataclass(frozen=True, slots=True)
+class SrvTarget:
+    port: int
+    target: str  # a task name, resolvable locally (R2)
+    addresses: tuple[IPAddress, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Upstreams:
+    """Where a query that is not local goes (R11)."""
+
+    servers: tuple[str, ...] = ()  # empty: the daemon-level upstreams
+    # Servers named for the sandbox or its network are queried from inside its namespace.
+    from_sandbox: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    rule: Rule
+    outcome: Outcome
+    network: str = ""  # name of the network that answered
+    addresses: tuple[IPAddress, ...] = ()
+    ptr: tuple[str, ...] = ()  # PTR targets, fully qualified with the trailing dot
+    srv: tuple[SrvTarget, ...] = ()
+    upstreams: Upstreams = Upstreams()
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """What one sandbox's listener sees: its settings and its DNS networks in connect order."""
+
+    sandbox: Sandbox
+    networks: tuple[Network, ...]
+
+    @property
+    def internal_only(self) -> bool:
+        return bool(self.networks) and all(n.internal for n in self.networks)
+
+    @property
+    def upstreams(self) -> Upstreams:
+        if self.sandbox.dns_servers:
+            return Upstreams(self.sandbox.dns_servers, from_sandbox=True)
+        for network in self.networks:
+            if network.dns_servers:
+                return Upstreams(network.dns_servers, from_sandbox=True)
+        return Upstreams()
+
+
+def normalize(name: str) -> str:
+    """Case-insensitive, trailing dot ignored (R2)."""
+    return name.rstrip(".").lower()
+
+
+def endpoint_names(endpoint: Endpoint) -> tuple[str, ...]:
+    """Every name an endpoint answers to on its network (R2), lowercased, without repeats."""
+    names = [endpoint.name, *endpoint.aliases, endpoint.short_id]
+    if endpoint.hostname and endpoint.hostname != endpoint.name:
+        names.append(endpoint.hostname)
+    if endpoint.task is not None:
+        names.append(endpoint.task.name)
+    return tuple(dict.fromkeys(normalize(n) for n in names if n))
+
+
+def reverse_address(qname: str) -> IPAddress | None:
+    """The address an in-addr.arpa / ip6.arpa name stands for, or None if it is not a full one."""
+    labels = normalize(qname).split(".")
+    try:
+        if labels[-2:] == ["in-addr", "arpa"] and len(labels) == 6:
+            if all(label.isdigit() and len(label) <= 3 for label in labels[:4]):
+                return IPv4Address(".".join(reversed(labels[:4])))
+        elif labels[-2:] == ["ip6", "arpa"] and len(labels) == 34:
+            nibbles = labels[:32]
+            if all(len(n) == 1 and n in "0123456789abcdef" for n in nibbles):
+                return IPv6Address(int("".join(reversed(nibbles)), 16))
+    except ValueError:
+        return None
+    return None
+
+
+def family_matches(address: IPAddress, qtype: int) -> bool:
+    return (qtype == QTYPE_A and address.version == 4) or (
+        qtype == QTYPE_AAAA and address.version == 6
+    )
+
+
+@dataclass(slots=True)
+class _NetworkIndex:
+    network: Network
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    # name -> endpoint ids in attach order (a dict used as an ordered set)
+    endpoints_by_name: dict[str, dict[str, None]] = field(default_factory=dict)
+    endpoint_by_address: dict[IPAddress, str] = field(default_factory=dict)
+    services_by_name: dict[str, Service] = field(default_factory=dict)
+    service_by_vip: dict[IPAddress, Service] = field(default_factory=dict)
+    # service id -> task endpoint ids
+    tasks_by_service: dict[str, dict[str, None]] = field(default_factory=dict)
+
+    def add_endpoint(self, endpoint: Endpoint) -> None:
+        self.endpoints[endpoint.id] = endpoint
+        for name in endpoint_names(endpoint):
+            self.endpoints_by_name.setdefault(name, {})[endpoint.id] = None
+        for address in endpoint.addresses:
+            self.endpoint_by_address[address] = endpoint.id
+        if endpoint.task is not None:
+            self.tasks_by_service.setdefault(endpoint.task.service_id, {})[endpoint.id] = None
+
+    def remove_endpoint(self, endpoint_id: str) -> None:
+        endpoint = self.endpoints.pop(endpoint_id, None)
+        if endpoint is None:
+            return
+        for name in endpoint_names(endpoint):
+            _discard(self.endpoints_by_name, name, endpoint_id)
+        for address in endpoint.addresses:
+            if self.endpoint_by_address.get(address) == endpoint_id:
+                del self.endpoint_by_address[address]
+        if endpoint.task is not None:
+            _discard(self.tasks_by_service, endpoint.task.service_id, endpoint_id)
+
+    def put_service(self, service: Service) -> None:
+        self.remove_service(service.id)
+        self.services_by_name[normalize(service.name)] = service
+        for address in service.vips_on(self.network.id):
+            self.service_by_vip[address] = service
+
+    def remove_service(self, service_id: str) -> None:
+        for name, service in list(self.services_by_name.items()):
+            if service.id == service_id:
+                del self.services_by_name[name]
+        for address, service in list(self.service_by_vip.items()):
+            if service.id == service_id:
+                del self.service_by_vip[address]
+
+    def task_addresses(self, service: Service) -> tuple[IPAddress, ...]:
+        ids = self.tasks_by_service.get(service.id, {})
+        return tuple(a for i in ids for a in self.endpoints[i].addresses)
+
+    def addresses_for(self, name: str) -> tuple[Rule, tuple[IPAddress, ...]] | None:
+        """Every address `name` stands for on this network, or None if it is not a name here."""
+        service = self.services_by_name.get(name)
+        if service is not None:
+            if service.mode is EndpointMode.VIP:
+                return Rule.R5_SERVICE, service.vips_on(self.network.id)
+            return Rule.R5_SERVICE, self.task_addresses(service)
+        if name.startswith(TASKS_PREFIX):
+            service = self.services_by_name.get(name[len(TASKS_PREFIX) :])
+            if service is not None:
+                return Rule.R5_SERVICE, self.task_addresses(service)
+        ids = self.endpoints_by_name.get(name)
+        if ids:
+            addresses = tuple(a for i in ids for a in self.endpoints[i].addresses)
+            return (Rule.R4_SHARED if len(ids) > 1 else Rule.R2_NAME), addresses
+        return None
+
+    def ptr_name(self, address: IPAddress) -> str | None:
+        endpoint_id = self.endpoint_by_address.get(address)
+        if endpoint_id is not None:
+            endpoint = self.endpoints[endpoint_id]
+            owner = endpoint.task.name if endpoint.task is not None else endpoint.name
+            return f"{owner}.{self.network.name}."
+        service = self.service_by_vip.get(address)
+        if service is not None:
+            return f"{service.name}.{self.network.name}."
+        return None
+
+
+def _discard(index: dict[str, dict[str, None]], key: str, member: str) -> None:
+    members = index.get(key)
+    if members is not None:
+        members.pop(member, None)
+        if not members:
+            del index[key]
+
+
+class NameTable:
+    """Per-network name indices, changed only by `apply(event)`."""
+
+    def __init__(self) -> None:
+        self._networks: dict[str, _NetworkIndex] = {}
+        self._sandboxes: dict[str, Sandbox] = {}
+        # sandbox id -> network ids it is attached to, in connect order
+        self._attachments: dict[str, dict[str, None]] = {}
+        self._services: dict[str, Service] = {}
+
+    # -- events ---------------------------------------------------------------------------
+
+    def apply(self, event: Event) -> None:
+        match event:
+            case NetworkCreated(network):
+                index = self._networks.get(network.id)
+                if index is None:
+                    self._networks[network.id] = index = _NetworkIndex(network)
+                    for service in self._services.values():
+                        if network.id in service.networks:
+                            index.put_service(service)
+                else:
+                    index.network = network
+            case NetworkRemoved(network):
+                self._networks.pop(network.id, None)
+                for attached in self._attachments.values():
+                    attached.pop(network.id, None)
+            case SandboxCreated(sandbox):
+                self._sandboxes[sandbox.id] = sandbox
+                self._attachments.setdefault(sandbox.id, {})
+            case SandboxRemoved(sandbox):
+                self._sandboxes.pop(sandbox.id, None)
+                for network_id in self._attachments.pop(sandbox.id, {}):
+                    index = self._networks.get(network_id)
+                    if index is not None:
+                        for endpoint in list(index.endpoints.values()):
+                            if endpoint.sandbox_id == sandbox.id:
+                                index.remove_endpoint(endpoint.id)
+            case EndpointAttached(endpoint) | EndpointUpdated(endpoint):
+                index = self._networks.get(endpoint.network_id)
+                if index is None:
+                    raise KeyError(f"endpoint {endpoint.id} on unknown network {endpoint.network_id}")
+                index.remove_endpoint(endpoint.id)
+                index.add_endpoint(endpoint)
+                self._attachments.setdefault(endpoint.sandbox_id, {})[endpoint.network_id] = None
+            case EndpointDetached(endpoint):
+                index = self._networks.get(endpoint.network_id)
+                if index is not None:
+                    index.remove_endpoint(endpoint.id)
+                attached = self._attachments.get(endpoint.sandbox_id)
+                if attached is not None:
+                    attached.pop(endpoint.network_id, None)
+            case ServiceUpdated(service):
+                old = self._services.get(service.id)
+                self._services[service.id] = service
+                stale = set(old.networks) - set(service.networks) if old else set()
+                for network_id in stale:
+                    if (index := self._networks.get(network_id)) is not None:
+                        index.remove_service(service.id)
+                for network_id in service.networks:
+                    if (index := self._networks.get(network_id)) is not None:
+                        index.put_service(service)
+            case ServiceRemoved(service):
+                self._services.pop(service.id, None)
+                for index in self._networks.values():
+                    index.remove_service(service.id)
+            case _:
+                raise TypeError(f"not an event: {event!r}")
+
+    def apply_all(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.apply(event)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def view(self, sandbox_id: str) -> View:
+        """The sandbox's settings and its DNS-enabled networks in connect order (R1, R3)."""
+        sandbox = self._sandboxes.get(sandbox_id) or Sandbox(id=sandbox_id, name=sandbox_id)
+        networks = tuple(
+            index.network
+            for network_id in self._attachments.get(sandbox_id, {})
+            if (index := self._networks.get(network_id)) is not None and index.network.dns
+        )
+        return View(sandbox, networks)
+
+    def has_dns(self, sandbox_id: str) -> bool:
+        """Whether the sandbox needs a listener: it is on at least one DNS network (R1)."""
+        return bool(self.view(sandbox_id).networks)
+
+    def networks_holding(self, name: str) -> tuple[str, ...]:
+        """Names of all networks where `name` is local, whoever asks (for `netdns resolve`)."""
+        key = normalize(name)
+        return tuple(
+            index.network.name
+            for index in self._networks.values()
+            if index.network.dns and index.addresses_for(key) is not None
+        )
+
+    def lookup(self, sandbox_id: str, qname: str, qtype: int) -> Lookup:
+        view = self.view(sandbox_id)
+        name = normalize(qname)
+        indices = [self._networks[n.id] for n in view.networks]
+        if qtype == QTYPE_PTR:
+            found = self._lookup_ptr(indices, name)
+        elif qtype == QTYPE_SRV:
+            found = self._lookup_srv(indices, name)
+        else:
+            found = self._lookup_name(indices, name, qtype)
+        if found is not None:
+            return found
+        return self._not_local(view, name, qtype)
+
+    def _lookup_name(self, indices: list[_NetworkIndex], name: str, qtype: int) -> Lookup | None:
+        for candidate, scope in _qualified_candidates(indices, name):
+            matches = [
+                (index, hit) for index in scope if (hit := index.addresses_for(candidate))
+            ]
+            if not matches:
+                continue
+            if qtype not in (QTYPE_A, QTYPE_AAAA, QTYPE_ANY):
+                return Lookup(Rule.R7_OTHER_TYPE, Outcome.NODATA, matches[0][0].network.name)
+            for index, (rule, addresses) in matches:
+                if qtype == QTYPE_ANY:
+                    wanted = addresses
+                else:
+                    wanted = tuple(a for a in addresses if family_matches(a, qtype))
+                if wanted:
+                    if len(wanted) > 1 and rule is Rule.R2_NAME:
+                        rule = Rule.R4_SHARED
+                    return Lookup(rule, Outcome.RECORDS, index.network.name, wanted)
+            return Lookup(Rule.R6_NODATA, Outcome.NODATA, matches[0][0].network.name)
+        return None
+
+    def _lookup_ptr(self, indices: list[_NetworkIndex], name: str) -> Lookup | None:
+        address = reverse_address(name)
+        if address is None:
+            return None
+        for index in indices:
+            target = index.ptr_name(address)
+            if target is not None:
+                return Lookup(Rule.R8_PTR, Outcome.RECORDS, index.network.name, ptr=(target,))
+        return None
+
+    def _lookup_srv(self, indices: list[_NetworkIndex], name: str) -> Lookup | None:
+        labels = name.split(".")
+        if len(labels) < 3 or not labels[0].startswith("_") or not labels[1].startswith("_"):
+            return self._lookup_name(indices, name, QTYPE_SRV)
+        port_name, protocol = labels[0][1:], labels[1][1:]
+        for candidate, scope in _qualified_candidates(indices, ".".join(labels[2:])):
+            for index in scope:
+                service = index.services_by_name.get(candidate)
+                if service is None:
+                    continue
+                ports = [p for p in service.ports if p.name == port_name and p.protocol == protocol]
+                if not ports:
+                    return Lookup(Rule.R7_OTHER_TYPE, Outcome.NODATA, index.network.name)
+                task_ids = index.tasks_by_service.get(service.id, {})
+                targets = tuple(
+                    SrvTarget(port.port, index.endpoints[i].task.name, index.endpoints[i].addresses)  # type: ignore[union-attr]
+                    for port in ports
+                    for i in task_ids
+                )
+                return Lookup(Rule.R5_SERVICE, Outcome.RECORDS, index.network.name, srv=targets)
+        return self._lookup_name(indices, name, QTYPE_SRV)
+
+    def _not_local(self, view: View, name: str, qtype: int) -> Lookup:
+        upstreams = view.upstreams
+        if view.internal_only and not upstreams.from_sandbox:
+            return Lookup(Rule.R12_INTERNAL, Outcome.NXDOMAIN)
+        if (
+            qtype in (QTYPE_A, QTYPE_AAAA)
+            and view.sandbox.ndots > 0
+            and "." not in name
+            and view.networks
+        ):
+            return Lookup(Rule.R12B_NDOTS, Outcome.NODATA)
+        return Lookup(Rule.R11_FORWARD, Outcome.FORWARD, upstreams=upstreams)
+
+    # -- introspection (admin API, tests) --------------------------------------------------
+
+    def endpoints(self) -> Iterator[Endpoint]:
+        for index in self._networks.values():
+            yield from index.endpoints.values()
+
+    def name_count(self) -> int:
+        return sum(len(index.endpoints_by_name) for index in self._networks.values())
+
+
+def _qualified_candidates(
+    indices: list[_NetworkIndex], name: str
+) -> Iterator[tuple[str, list[_NetworkIndex]]]:
+    """R3: `a.b.c` is tried as `a.b.c` on every network, then `a.b` on `c`, then `a` on `b.c`."""
+    yield name, indices
+    labels = name.split(".")
+    for cut in range(len(labels) - 1, 0, -1):
+        network_name = ".".join(labels[cut:])
+        scope = [i for i in indices if i.network.name.lower() == network_name]
+        if scope:
+            yield ".".join(labels[:cut]), scope
+
