@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 run: deps venv
-	$(VENV)/bin/python -m resolver.playground
+	scripts/run-demo
 
 test: deps venv lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

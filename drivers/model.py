@@ -226,4 +226,3 @@ EVENT_TYPES: tuple[type, ...] = (
     ServiceUpdated,
     ServiceRemoved,
 )
-

@@ -276,7 +276,9 @@ class NameTable:
             case EndpointAttached(endpoint) | EndpointUpdated(endpoint):
                 index = self._networks.get(endpoint.network_id)
                 if index is None:
-                    raise KeyError(f"endpoint {endpoint.id} on unknown network {endpoint.network_id}")
+                    raise KeyError(
+                        f"endpoint {endpoint.id} on unknown network {endpoint.network_id}"
+                    )
                 index.remove_endpoint(endpoint.id)
                 index.add_endpoint(endpoint)
                 self._attachments.setdefault(endpoint.sandbox_id, {})[endpoint.network_id] = None
@@ -347,11 +349,13 @@ class NameTable:
             return found
         return self._not_local(view, name, qtype)
 
+    def not_local(self, sandbox_id: str, qname: str, qtype: int) -> Lookup:
+        """The decision for a name the table must not answer (another class than IN)."""
+        return self._not_local(self.view(sandbox_id), normalize(qname), qtype)
+
     def _lookup_name(self, indices: list[_NetworkIndex], name: str, qtype: int) -> Lookup | None:
         for candidate, scope in _qualified_candidates(indices, name):
-            matches = [
-                (index, hit) for index in scope if (hit := index.addresses_for(candidate))
-            ]
+            matches = [(index, hit) for index in scope if (hit := index.addresses_for(candidate))]
             if not matches:
                 continue
             if qtype not in (QTYPE_A, QTYPE_AAAA, QTYPE_ANY):
@@ -434,4 +438,3 @@ def _qualified_candidates(
         scope = [i for i in indices if i.network.name.lower() == network_name]
         if scope:
             yield ".".join(labels[:cut]), scope
-

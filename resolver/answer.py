@@ -1,0 +1,131 @@
+"""Answers built from a name-table Lookup, and the rcode rules for bad input (R2-R10, R15, R16).
+
+Pure functions over dnslib records and bytes: no sockets, no clock. The randomness of R4's
+shuffle comes from the caller so tests can pin it.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Sequence
+
+from dnslib import AAAA, EDNS0, PTR, QTYPE, RCODE, RR, SRV, A, DNSError, DNSHeader, DNSRecord
+
+from resolver.names import Lookup, Outcome
+
+HEADER = struct.Struct("!HHHHHH")
+QR = 0x8000
+OPCODE_MASK = 0x7800
+RD = 0x0100
+RA = 0x0080
+TC = 0x0200
+RCODE_MASK = 0x000F
+
+UDP_MIN = 512  # RFC 1035: the limit without EDNS
+UDP_ADVERTISED = 1232  # the EDNS buffer size we offer (DNS flag day 2020), and the most we send
+EDNS_VERSION = 0
+
+
+def rcode_only_reply(query: bytes, rcode: int) -> bytes:
+    """A header-only reply with the query's id, opcode and RD: for queries we cannot parse (R16)."""
+    qid, flags = struct.unpack_from("!HH", query)
+    flags = QR | (flags & (OPCODE_MASK | RD)) | RA | rcode
+    return HEADER.pack(qid, flags, 0, 0, 0, 0)
+
+
+def parse_query(data: bytes) -> DNSRecord | bytes | None:
+    """R16. A parsed query; or the reply bytes for a bad one; or None when it is to be dropped."""
+    if len(data) < HEADER.size:
+        return None
+    _, flags, qdcount, _, _, _ = HEADER.unpack_from(data)
+    if flags & QR:
+        return None  # a response: answering it would let two servers loop
+    if flags & OPCODE_MASK:
+        return rcode_only_reply(data, RCODE.NOTIMP)
+    if qdcount != 1:
+        return rcode_only_reply(data, RCODE.FORMERR)
+    try:
+        request = DNSRecord.parse(data)
+    except (DNSError, ValueError, IndexError, UnicodeDecodeError, struct.error):
+        return rcode_only_reply(data, RCODE.FORMERR)
+    return request
+
+
+def request_edns(request: DNSRecord) -> EDNS0 | None:
+    for rr in request.ar:
+        if rr.rtype == QTYPE.OPT:
+            return rr
+    return None
+
+
+def udp_limit(request: DNSRecord) -> int:
+    """R15: the largest UDP reply the client takes: 512 without EDNS, else its buffer size."""
+    opt = request_edns(request)
+    if opt is None:
+        return UDP_MIN
+    return max(UDP_MIN, min(opt.rclass, UDP_ADVERTISED))
+
+
+def base_reply(request: DNSRecord, rcode: int = RCODE.NOERROR) -> DNSRecord:
+    """R10: QR and RA set, RD and the question copied, AA clear, EDNS echoed when asked."""
+    reply = DNSRecord(
+        header=DNSHeader(id=request.header.id, qr=1, aa=0, ra=1, rd=request.header.rd, rcode=rcode),
+        q=request.q,
+    )
+    if request_edns(request) is not None:
+        reply.add_ar(EDNS0(udp_len=UDP_ADVERTISED))
+    return reply
+
+
+def bad_edns_version(request: DNSRecord) -> DNSRecord | None:
+    """RFC 6891: an EDNS version we do not speak gets BADVERS (extended rcode 16)."""
+    opt = request_edns(request)
+    if opt is None or (opt.ttl >> 16) & 0xFF == EDNS_VERSION:
+        return None
+    reply = base_reply(request)
+    reply.ar = [EDNS0(udp_len=UDP_ADVERTISED, ext_rcode=1)]
+    return reply
+
+
+def _address_rr(owner: object, address: object, ttl: int) -> RR:
+    text = str(address)
+    if ":" in text:
+        return RR(owner, QTYPE.AAAA, ttl=ttl, rdata=AAAA(text))
+    return RR(owner, QTYPE.A, ttl=ttl, rdata=A(text))
+
+
+def shuffled(items: Sequence, rng: random.Random) -> list:
+    """R4: a new random order on every query when there is more than one."""
+    if len(items) < 2:
+        return list(items)
+    return rng.sample(list(items), len(items))
+
+
+def local_reply(request: DNSRecord, lookup: Lookup, *, ttl: int, rng: random.Random) -> DNSRecord:
+    """The reply for a query the name table answers (R2-R10, R12, R12b)."""
+    if lookup.outcome is Outcome.NXDOMAIN:
+        return base_reply(request, RCODE.NXDOMAIN)
+    reply = base_reply(request)
+    if lookup.outcome is not Outcome.RECORDS:
+        return reply  # NODATA (R6, R7, R12b)
+    owner = request.q.qname  # keeps the client's case (R2)
+    for address in shuffled(lookup.addresses, rng):
+        reply.add_answer(_address_rr(owner, address, ttl))
+    for target in lookup.ptr:
+        reply.add_answer(RR(owner, QTYPE.PTR, ttl=ttl, rdata=PTR(target)))
+    for srv in shuffled(lookup.srv, rng):
+        reply.add_answer(RR(owner, QTYPE.SRV, ttl=ttl, rdata=SRV(0, 0, srv.port, srv.target + ".")))
+        for address in srv.addresses:
+            reply.add_ar(_address_rr(srv.target + ".", address, ttl))
+    return reply
+
+
+def fit_udp(reply: bytes, request: DNSRecord) -> bytes:
+    """R15: a UDP reply over the client's limit goes back empty with TC set; TCP gets it whole."""
+    if len(reply) <= udp_limit(request):
+        return reply
+    truncated = base_reply(request)
+    truncated.header.rcode = HEADER.unpack_from(reply)[1] & RCODE_MASK
+    truncated.header.tc = 1
+    return truncated.pack()

@@ -1,0 +1,326 @@
+"""`netdns daemon`: the composition root.
+
+Builds the DriverCore (state, plumbing), the NameTable and the listeners that follow its
+events, the Resolver and Forwarder that answer, and the admin API that drives it all. The
+DriverCore's blocking work runs on one worker thread, one call at a time; each event it emits
+is handed to the event loop and applied there (table first, then listeners) before the
+worker goes on, so an API call returns only once its answers have changed (R18).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import logging
+import os
+import secrets
+import signal
+import socket
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+from dnslib import QTYPE, RCODE, DNSRecord
+
+from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec
+from drivers.errors import Invalid, NetdnsError
+from drivers.model import Endpoint, Event, Network, Sandbox
+from drivers.namespaces import Namespaces
+from drivers.registry import default_drivers
+from drivers.store import LocalStore
+from resolver import netns
+from resolver.admin import make_app
+from resolver.forward import AnswerCache, Forwarder, HostResolvConf
+from resolver.listeners import ListenerManager
+from resolver.names import NameTable
+from resolver.resolve import Opener, Resolver
+from resolver.server import run
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_ROOT = Path("/var/lib/netdns")
+DEFAULT_ADMIN = "unix:///run/netdns/netdns.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    root: Path = DEFAULT_ROOT
+    admin: str = DEFAULT_ADMIN
+    admin_tcp: str = ""
+    store: str = "local"
+    host_name: str = field(default_factory=socket.gethostname)
+    log_level: str = "info"
+    dns: tuple[str, ...] = ()
+    local_ttl: int = 5
+    no_cache: bool = False
+    max_inflight: int = 1024
+    resolv_conf: Path = Path("/etc/resolv.conf")
+    etc_netns: Path = Path("/etc/netns")
+
+    @property
+    def admin_path(self) -> Path:
+        if not self.admin.startswith("unix://"):
+            raise Invalid(f"--admin {self.admin!r}: expected unix:///path/to/socket")
+        return Path(self.admin[len("unix://") :])
+
+
+class Daemon:
+    """The running daemon; also the admin API's operations (resolver.admin.AdminOps)."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.host_resolv = HostResolvConf(str(config.resolv_conf))
+        self.table = NameTable()
+        cache = None if config.no_cache else AnswerCache()
+        self.forwarder = Forwarder(
+            default_servers=self._default_servers, max_inflight=config.max_inflight, cache=cache
+        )
+        self.resolver = Resolver(
+            self.table, self.forwarder, local_ttl=config.local_ttl,
+            sandbox_openers=self._sandbox_opener,
+        )  # fmt: skip
+        self.listeners = ListenerManager(
+            self.table, self.resolver.handle, host_resolv=self._host_resolv_for_sandboxes,
+            etc_netns=config.etc_netns,
+        )  # fmt: skip
+        self.core = DriverCore(LocalStore(config.root), default_drivers(), Namespaces())
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netdns-core")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._runner: web.AppRunner | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self.config.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.core.subscribe(self._on_event)
+        await self._call(self.core.start)
+        app = make_app(self)
+        app.middlewares.append(self._token_middleware())
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        path = self.config.admin_path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.is_socket():
+            path.unlink()
+        old_umask = os.umask(0o177)  # the socket is born 0600: root only, no window
+        try:
+            await web.UnixSite(self._runner, str(path)).start()
+        finally:
+            os.umask(old_umask)
+        if self.config.admin_tcp:
+            host, _, port = self.config.admin_tcp.rpartition(":")
+            await web.TCPSite(self._runner, host or "127.0.0.1", int(port)).start()
+        log.info(
+            "netdns daemon up: admin %s, %d networks, %d containers, %d listeners",
+            path, len(self.core.networks()), len(self.core.sandboxes()),
+            len(self.listeners.running),
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.listeners.close()
+        self._worker.shutdown(wait=True)
+
+    # -- the DriverCore's events, brought onto the loop -------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        assert self._loop is not None
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError("DriverCore must be called through Daemon._call, not on the loop")
+        asyncio.run_coroutine_threadsafe(self.listeners.apply(event), self._loop).result()
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._worker, fn, *args)
+
+    # -- admin operations -------------------------------------------------------------------
+
+    async def create_network(self, spec: NetworkSpec) -> Network:
+        return await self._call(self.core.create_network, spec)
+
+    async def remove_network(self, ref: str) -> Network:
+        return await self._call(self.core.remove_network, ref)
+
+    async def connect(self, spec: ConnectSpec) -> Endpoint:
+        return await self._call(self.core.connect, spec)
+
+    async def disconnect(self, network_ref: str, container_ref: str) -> Endpoint:
+        return await self._call(self.core.disconnect, network_ref, container_ref)
+
+    async def create_sandbox(self, spec: SandboxSpec) -> Sandbox:
+        return await self._call(self.core.create_sandbox, spec)
+
+    async def remove_sandbox(self, ref: str) -> Sandbox:
+        return await self._call(self.core.remove_sandbox, ref)
+
+    async def explain(self, sandbox_ref: str, name: str, qtype: str) -> dict[str, Any]:
+        """What `sandbox_ref` would get for `name`, which rule gave it, and by which path."""
+        sandbox_id = self.core.sandbox(sandbox_ref).id if sandbox_ref else ""
+        qtype = qtype.upper()
+        if getattr(QTYPE, qtype, None) is None:
+            raise Invalid(f"type {qtype!r}: not a DNS record type (try A, AAAA, PTR, SRV, MX, TXT)")
+        try:
+            request = DNSRecord.question(name, qtype)
+        except Exception as exc:
+            raise Invalid(f"name {name!r}: {exc}") from exc
+        decision = await self.resolver.decide(sandbox_id, request, request.pack(), tcp=False)
+        reply = DNSRecord.parse(decision.reply)
+        return {
+            "from": sandbox_ref,
+            "name": name,
+            "type": qtype,
+            "rcode": rcode_name(reply.header.rcode),
+            "answers": [rr.toZone() for rr in reply.rr],
+            "additional": [rr.toZone() for rr in reply.ar if rr.rtype != QTYPE.OPT],
+            "rule": str(decision.lookup.rule),
+            "outcome": str(decision.lookup.outcome),
+            "network": decision.lookup.network,
+            "path": decision.path,
+            "upstream": decision.upstream,
+            "elapsed_ms": round(decision.elapsed * 1000, 3),
+            "networks_holding": list(self.table.networks_holding(name)),
+        }
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _default_servers(self) -> list[str]:
+        """R11: the daemon's --dns, else the host's resolv.conf, re-read when it changes."""
+        return list(self.config.dns) or list(self.host_resolv.nameservers())
+
+    def _host_resolv_for_sandboxes(self) -> tuple[list[str], list[str]]:
+        return netns.host_resolv_conf(str(self.config.resolv_conf))
+
+    def _sandbox_opener(self, sandbox_id: str) -> Opener | None:
+        path = self.table.view(sandbox_id).sandbox.netns
+        if not path:
+            return None
+
+        def opener(family: int, kind: int) -> socket.socket:
+            # setns on the loop thread is safe: it is synchronous and switched straight back.
+            return netns.in_netns(path, lambda: socket.socket(family, kind))
+
+        return opener
+
+    def _token_middleware(self) -> Callable:
+        token = self._admin_token()
+
+        @web.middleware
+        async def require_token(request: web.Request, handler: Callable) -> web.StreamResponse:
+            sock = request.transport.get_extra_info("socket") if request.transport else None
+            if sock is not None and sock.family != socket.AF_UNIX:
+                given = request.headers.get("Authorization", "")
+                if not secrets.compare_digest(given, f"Bearer {token}"):
+                    return web.json_response(
+                        {"message": "missing or wrong token: send 'Authorization: Bearer "
+                         f"<token>' (the token is in {self.config.root}/admin.token)",
+                         "status": 401},
+                        status=401,
+                    )  # fmt: skip
+            return await handler(request)
+
+        return require_token
+
+    def _admin_token(self) -> str:
+        path = self.config.root / "admin.token"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
+
+def rcode_name(rcode: int) -> str:
+    return str(RCODE.get(rcode, rcode))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The daemon's flags (INTERFACE.md); the CLI's `daemon` subcommand calls this."""
+    parser.add_argument(
+        "--root", type=Path, default=DEFAULT_ROOT, help="state directory (default %(default)s)"
+    )
+    parser.add_argument(
+        "--admin", default=DEFAULT_ADMIN, help="admin API socket, root only (default %(default)s)"
+    )
+    parser.add_argument(
+        "--admin-tcp",
+        default="",
+        metavar="HOST:PORT",
+        help="also serve the admin API on TCP; requests need the token in ROOT/admin.token",
+    )
+    parser.add_argument(
+        "--store", default="local", help="state store: local (default) or etcd://HOST:PORT"
+    )
+    parser.add_argument(
+        "--host-name",
+        default=socket.gethostname(),
+        help="this host's name in a cluster (default: the hostname)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--dns",
+        action="append",
+        default=[],
+        metavar="IP[:PORT]",
+        help="default upstream, repeatable (default: the host's resolv.conf "
+        "nameservers, re-read when it changes)",
+    )
+    parser.add_argument(
+        "--local-ttl",
+        type=int,
+        default=5,
+        metavar="SECONDS",
+        help="TTL of local answers (default %(default)s, R9)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="do not cache forwarded answers")
+    parser.add_argument("--max-inflight", type=int, default=1024, metavar="N",
+                        help="most forwarded queries in flight (default %(default)s)")  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> DaemonConfig:
+    if args.store != "local":
+        raise Invalid(f"--store {args.store!r}: only 'local' is supported so far")
+    if args.local_ttl < 0 or args.max_inflight < 1:
+        raise Invalid("--local-ttl must be >= 0 and --max-inflight >= 1")
+    from resolver.forward.upstream import parse_server
+
+    for server in args.dns:
+        parse_server(server)  # fails early with a clear message
+    return DaemonConfig(
+        root=args.root, admin=args.admin, admin_tcp=args.admin_tcp, store=args.store,
+        host_name=args.host_name, log_level=args.log_level, dns=tuple(args.dns),
+        local_ttl=args.local_ttl, no_cache=args.no_cache, max_inflight=args.max_inflight,
+    )  # fmt: skip
+
+
+async def serve(config: DaemonConfig) -> None:
+    daemon = Daemon(config)
+    await daemon.start()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("stopping")
+    await daemon.stop()
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if os.geteuid() != 0:
+        raise NetdnsError("netdns daemon must run as root: it creates namespaces and links")
+    run(serve(config_from_args(args)))
+    return 0

@@ -1,0 +1,89 @@
+"""The Resolver: one query's way from bytes in to bytes out, for one sandbox's view.
+
+Parses (R16), asks the name table (R1-R8, R12, R12b), builds the local answer or hands the
+query to the forwarder (R11, R13, R14), and fits UDP replies to the client's size (R15). The
+listener (server.py) owns transport; this module owns the decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dnslib import CLASS, DNSRecord
+
+from resolver.answer import bad_edns_version, fit_udp, local_reply, parse_query
+from resolver.forward import Forwarder
+from resolver.names import Lookup, NameTable, Outcome, Upstreams
+
+log = logging.getLogger(__name__)
+
+Opener = Callable[[int, int], socket.socket]
+# Given a sandbox id, the socket opener for upstreams named for that sandbox or its network:
+# they are queried from inside the sandbox's namespace (R11).
+SandboxOpeners = Callable[[str], Opener | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the resolver did with one query, for `netdns resolve` and metrics."""
+
+    lookup: Lookup
+    reply: bytes
+    path: str  # "local", "cache", "upstream", "servfail", "overload"
+    upstream: str = ""
+    elapsed: float = 0.0
+
+
+class Resolver:
+    def __init__(
+        self,
+        table: NameTable,
+        forwarder: Forwarder,
+        *,
+        local_ttl: int = 5,
+        rng: random.Random | None = None,
+        sandbox_openers: SandboxOpeners | None = None,
+    ) -> None:
+        self.table = table
+        self.forwarder = forwarder
+        self.local_ttl = local_ttl
+        self.rng = rng or random.Random()
+        self.sandbox_openers = sandbox_openers
+
+    async def handle(self, sandbox_id: str, data: bytes, tcp: bool) -> bytes | None:
+        """The listener's handler: reply bytes, or None to drop the packet (R16)."""
+        parsed = parse_query(data)
+        if parsed is None or isinstance(parsed, bytes):
+            return parsed
+        decision = await self.decide(sandbox_id, parsed, data, tcp=tcp)
+        return decision.reply if tcp else fit_udp(decision.reply, parsed)
+
+    async def decide(
+        self, sandbox_id: str, request: DNSRecord, data: bytes, *, tcp: bool
+    ) -> Decision:
+        lookup = self.lookup(sandbox_id, request)
+        if lookup.outcome is not Outcome.FORWARD:
+            reply = bad_edns_version(request) or local_reply(
+                request, lookup, ttl=self.local_ttl, rng=self.rng
+            )
+            return Decision(lookup, reply.pack(), "local")
+        opener = None
+        if lookup.upstreams.from_sandbox and self.sandbox_openers is not None:
+            opener = self.sandbox_openers(sandbox_id)
+        result = await self.forwarder.forward(
+            request, data, lookup.upstreams, tcp=tcp, opener=opener
+        )
+        return Decision(lookup, result.reply, result.path, result.upstream, result.elapsed)
+
+    def lookup(self, sandbox_id: str, request: DNSRecord) -> Lookup:
+        if request.q.qclass != CLASS.IN:
+            # Container names exist only in class IN; CHAOS and friends belong to the upstream.
+            return self.table.not_local(sandbox_id, str(request.q.qname), request.q.qtype)
+        return self.table.lookup(sandbox_id, str(request.q.qname), request.q.qtype)
+
+
+__all__ = ["Decision", "Opener", "Resolver", "Upstreams"]
