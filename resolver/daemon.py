@@ -44,6 +44,7 @@ from resolver.server import run
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 DEFAULT_ROOT = Path("/var/lib/netdns")
 DEFAULT_ADMIN = "unix:///run/netdns/netdns.sock"
 
@@ -55,6 +56,7 @@ class DaemonConfig:
     admin_tcp: str = ""
     store: str = "local"
     host_name: str = field(default_factory=socket.gethostname)
+    bridge: str = "netdns0"  # the Linux bridge of the default `bridge` network
     log_level: str = "info"
     dns: tuple[str, ...] = ()
     local_ttl: int = 5
@@ -89,7 +91,10 @@ class Daemon:
             self.table, self.resolver.handle, host_resolv=self._host_resolv_for_sandboxes,
             etc_netns=config.etc_netns,
         )  # fmt: skip
-        self.core = DriverCore(LocalStore(config.root), default_drivers(), Namespaces())
+        self.core = DriverCore(
+            LocalStore(config.root), default_drivers(), Namespaces(),
+            default_bridge_options=((BRIDGE_NAME_OPTION, config.bridge),),
+        )  # fmt: skip
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netdns-core")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -299,7 +304,7 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         parse_server(server)  # fails early with a clear message
     return DaemonConfig(
         root=args.root, admin=args.admin, admin_tcp=args.admin_tcp, store=args.store,
-        host_name=args.host_name, log_level=args.log_level, dns=tuple(args.dns),
+        host_name=args.host_name, bridge=args.bridge, log_level=args.log_level, dns=tuple(args.dns),
         local_ttl=args.local_ttl, no_cache=args.no_cache, max_inflight=args.max_inflight,
     )  # fmt: skip
 

@@ -36,6 +36,7 @@ class DaemonProcess:
     upstream: str
     process: subprocess.Popen
     log: Path
+    bridge: str
     made: list[tuple[str, str]] = field(default_factory=list)  # ("container"|"network", name)
 
     @property
@@ -95,15 +96,17 @@ class DaemonProcess:
         return self.log.read_text(errors="replace")
 
 
-def start_daemon(root: Path, upstream: str, *extra: str) -> DaemonProcess:
+def start_daemon(root: Path, upstream: str, *extra: str, bridge: str = "") -> DaemonProcess:
+    """Its default network gets a bridge of its own, so a test never touches netdns0."""
+    bridge = bridge or f"nd{suffix()}"
     sock = root / "admin.sock"
     log = root / "daemon.log"
     process = subprocess.Popen(
         [*NETDNS, "daemon", "--root", str(root / "state"), "--admin", f"unix://{sock}",
-         "--dns", upstream, "--log-level", "debug", *extra],
+         "--dns", upstream, "--bridge", bridge, "--log-level", "debug", *extra],
         stdout=log.open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
-    daemon = DaemonProcess(root, sock, upstream, process, log)
+    daemon = DaemonProcess(root, sock, upstream, process, log, bridge)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -129,4 +132,6 @@ def running_daemon(tmp: Path, *extra: str) -> Iterator[DaemonProcess]:
             finally:
                 if daemon.process.poll() is None:
                     daemon.stop()
+                # The default network's bridge outlives the daemon, as docker0 does.
+                subprocess.run(["ip", "link", "del", daemon.bridge], capture_output=True)
                 shutil.rmtree(tmp, ignore_errors=True)

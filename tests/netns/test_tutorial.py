@@ -175,7 +175,7 @@ def test_daemon_restart_keeps_names_addresses_and_listeners(
     assert d.stop() == 0
     from tests.netns.daemon import start_daemon
 
-    new = start_daemon(d.root, d.upstream)
+    new = start_daemon(d.root, d.upstream, bridge=d.bridge)
     tutorial.daemon.process = new.process
     assert d.getent(tutorial.a1, tutorial.a2) == a2
     extra = f"alpine5-{suffix()}"

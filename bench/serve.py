@@ -1,0 +1,127 @@
+"""A standalone netdns listener for benchmarks: one process, uvloop, a name table of N containers.
+
+    python -m bench.serve --address 127.x.y.z --names N --upstream 127.a.b.c [--port 53]
+
+The name table is built only from events, as the daemon builds it: one network `benchnet`, the
+containers c0..c{N-1} on it (addresses from bench.workloads.Zone) and the client sandbox the
+listener serves. Non-local names go to `--upstream` (the bench's own dnsmasq). Prints
+"ready <address> <port>" on stdout once both sockets listen; stops on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+
+from bench.workloads import CONTAINER_GATEWAY, CONTAINER_SUBNET, Zone
+from drivers.model import (
+    Driver,
+    Endpoint,
+    EndpointAttached,
+    Event,
+    IPAMConfig,
+    Network,
+    NetworkCreated,
+    Sandbox,
+    SandboxCreated,
+)
+from resolver.forward import Forwarder
+from resolver.names import NameTable
+from resolver.resolve import Resolver
+from resolver.server import Listener, run
+
+log = logging.getLogger(__name__)
+
+NETWORK = Network(
+    id="n-benchnet",
+    name="benchnet",
+    driver=Driver.BRIDGE,
+    ipam=(IPAMConfig(CONTAINER_SUBNET, CONTAINER_GATEWAY),),
+)
+CLIENT_NAME = "bench-client"
+
+
+def container_id(name: str) -> str:
+    """A 64-hex id derived from the name, shaped like a docker container id."""
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+CLIENT_ID = container_id(CLIENT_NAME)
+
+
+def bench_events(zone: Zone) -> Iterator[Event]:
+    """The network, its N containers and the client sandbox, as the driver core would emit."""
+    yield NetworkCreated(NETWORK)
+    members = [(name, zone.container_address(i)) for i, name in enumerate(zone.container_names())]
+    # The client takes the address after the last container.
+    members.append((CLIENT_NAME, zone.container_address(zone.names)))
+    for name, address in members:
+        sandbox = Sandbox(id=container_id(name), name=name)
+        yield SandboxCreated(sandbox)
+        yield EndpointAttached(
+            Endpoint(
+                id=f"ep-{name}",
+                network_id=NETWORK.id,
+                sandbox_id=sandbox.id,
+                name=name,
+                ipv4=address,
+            )
+        )
+
+
+def bench_table(zone: Zone) -> NameTable:
+    table = NameTable()
+    table.apply_all(bench_events(zone))
+    return table
+
+
+async def serve(address: str, port: int, zone: Zone, upstream: str, local_ttl: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    forwarder = Forwarder(default_servers=lambda: [upstream])
+    resolver = Resolver(bench_table(zone), forwarder, local_ttl=local_ttl)
+    listener = await Listener.start(resolver.handle, CLIENT_ID, address, port)
+    try:
+        # The parent waits for this line: it means both sockets accept queries now.
+        print(f"ready {listener.host} {listener.port}", flush=True)
+        await stop.wait()
+        log.info("stopping: %s", listener.stats)
+    finally:
+        await listener.close()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.serve",
+        description="Run one netdns listener (uvloop) over a table of N containers c0..c{N-1}, "
+        "forwarding other names to --upstream. Prints 'ready ADDRESS PORT' when listening; "
+        "stops on SIGTERM.",
+    )
+    parser.add_argument("--address", required=True, help="loopback address to listen on")
+    parser.add_argument("--port", type=int, default=53, help="UDP+TCP port (0: any; default 53)")
+    parser.add_argument("--names", type=int, default=1000, help="containers in the table")
+    parser.add_argument("--upstream", required=True, help="upstream server, IP[:PORT]")
+    parser.add_argument("--local-ttl", type=int, default=5, help="TTL of local answers (R9)")
+    parser.add_argument("--log-level", default="warning", help="logging level (stderr)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="bench.serve: %(message)s"
+    )
+    zone = Zone(names=args.names)
+    run(serve(args.address, args.port, zone, args.upstream, args.local_ttl))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

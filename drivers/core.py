@@ -1,0 +1,735 @@
+"""DriverCore: networks, sandboxes and the endpoints between them; the one source of events.
+
+Every change goes the same way: validate (nothing has changed if that fails), then the
+drivers' plumbing and the namespace, then the new state saved to the store, then the events
+handed synchronously to every subscriber before the call returns (R18: the name table has the
+change by the time the API answers). When plumbing or the save fails midway, what was done is
+undone (addresses released, the interface left, the namespace removed), so the state, the
+store and the kernel agree.
+
+State is copy-on-write: a change builds a new `State` and swaps it in once saved, so readers
+(`network()`, `endpoints()`, ...) take no lock and see either the old state or the new one.
+Changes are serialised by one lock, held while events are emitted so subscribers see them in
+the order the changes were made. A subscriber must therefore not call a changing method.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv6Address
+from typing import Protocol, TypeVar
+
+from drivers import names
+from drivers.base import NetworkDriver
+from drivers.errors import Conflict, Invalid, NotFound, Unsupported
+from drivers.ipam import DEFAULT_BRIDGE_SUBNET, Ipam, parse_address, plan_ipam
+from drivers.model import (
+    Driver,
+    Endpoint,
+    EndpointAttached,
+    EndpointDetached,
+    Event,
+    IPNetwork,
+    Network,
+    NetworkCreated,
+    NetworkRemoved,
+    Sandbox,
+    SandboxCreated,
+    SandboxRemoved,
+    Scope,
+    ServiceUpdated,
+)
+from drivers.store import State, Store
+
+log = logging.getLogger(__name__)
+
+BRIDGE = "bridge"
+HOST = "host"
+NONE = "none"
+PREDEFINED = (BRIDGE, HOST, NONE)
+# Drivers that only the predefined networks use, and that may be absent from the mapping
+# (neither makes any Linux object).
+_SINGLETON_DRIVERS = {Driver.HOST: HOST, Driver.NULL: NONE}
+
+T = TypeVar("T", Network, Sandbox)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSpec:
+    name: str
+    driver: str = "bridge"
+    subnets: tuple[str, ...] = ()
+    gateway: str | None = None
+    ip_range: str | None = None
+    ipv6: bool = False
+    internal: bool = False
+    attachable: bool = False
+    options: tuple[tuple[str, str], ...] = ()
+    dns_servers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSpec:
+    name: str
+    hostname: str = ""
+    network: str = "bridge"
+    aliases: tuple[str, ...] = ()
+    ip: str | None = None
+    ip6: str | None = None
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    netns: str = ""  # adopt this namespace (/proc/PID/ns/net or a bind mount) instead of making one
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectSpec:
+    network: str
+    container: str
+    aliases: tuple[str, ...] = ()
+    ip: str | None = None
+    ip6: str | None = None
+
+
+class Namespaces(Protocol):
+    """What the core needs of drivers/namespaces.py."""
+
+    def create(self, name: str) -> str:
+        """Make the named namespace; returns its path (/run/netns/NAME)."""
+        ...
+
+    def remove(self, name: str) -> None: ...
+
+    def exists(self, path: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Attachment:
+    """A validated request to attach one sandbox to one network."""
+
+    network: Network
+    aliases: tuple[str, ...]
+    ipv4: IPv4Address | None
+    ipv6: IPv6Address | None
+
+
+class _Undo:
+    """Steps that reverse what a change did so far, run newest first if the change fails."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Callable[[], object]]] = []
+
+    def push(self, what: str, step: Callable[[], object]) -> None:
+        self._steps.append((what, step))
+
+    def run(self) -> None:
+        for what, step in reversed(self._steps):
+            try:
+                step()
+            except Exception:
+                log.exception("could not undo: %s", what)
+        self._steps.clear()
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+class DriverCore:
+    def __init__(
+        self,
+        store: Store,
+        drivers: Mapping[Driver, NetworkDriver],
+        namespaces: Namespaces,
+        *,
+        default_bridge_options: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        # Options of the predefined `bridge` network, e.g. the Linux bridge's name (dockerd -b).
+        self._default_bridge_options = default_bridge_options
+        self._store = store
+        self._drivers = dict(drivers)
+        self._namespaces = namespaces
+        self._lock = threading.Lock()
+        self._subscribe_lock = threading.Lock()
+        self._listeners: tuple[Callable[[Event], None], ...] = ()
+        self._state = State()
+        self._ipam = Ipam()
+        self._started = False
+
+    # -- events -----------------------------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call `listener` with every event from now on, synchronously, in order."""
+        # Its own lock, not the change lock: a subscriber may subscribe another while an event
+        # is being emitted.
+        with self._subscribe_lock:
+            self._listeners = (*self._listeners, listener)
+
+    def _emit(self, events: Iterable[Event]) -> None:
+        for event in events:
+            for listener in self._listeners:
+                try:
+                    listener(event)
+                except Exception:
+                    # The change is made and saved; one failing subscriber must not keep the
+                    # others from hearing of it.
+                    log.exception("event subscriber %r failed on %r", listener, event)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the stored state, replay it to subscribers as events (networks, services,
+        sandboxes, endpoints, each in creation order) and create the predefined networks if
+        missing."""
+        with self._lock:
+            if self._started:
+                raise RuntimeError("DriverCore.start() called twice")
+            state = self._store.load()
+            pruned = self._prune_vanished(state)
+            ipam = Ipam()
+            for network in state.networks.values():
+                ipam.add_network(network)
+            for endpoint in state.endpoints.values():
+                network = state.networks[endpoint.network_id]
+                for address in endpoint.addresses:
+                    try:
+                        ipam.reserve(network, address, endpoint.name)
+                    except (Conflict, Invalid) as exc:
+                        log.error("stored endpoint %s: %s", endpoint.id[:12], exc)
+            if pruned:
+                self._store.save(state)
+            for network in state.networks.values():
+                # After a reboot the bridges are gone; after a restart this finds them as they are.
+                driver = self._driver(network.driver)
+                if driver is not None:
+                    _best_effort(f"restore network {network.name}", driver.create_network, network)
+            self._state, self._ipam, self._started = state, ipam, True
+            self._emit(
+                [
+                    *(NetworkCreated(n) for n in state.networks.values()),
+                    *(ServiceUpdated(s) for s in state.services.values()),
+                    *(SandboxCreated(s) for s in state.sandboxes.values()),
+                    *(EndpointAttached(e) for e in state.endpoints.values()),
+                ]
+            )
+            existing = {n.name for n in state.networks.values()}
+            predefined = (
+                NetworkSpec(
+                    BRIDGE,
+                    Driver.BRIDGE,
+                    (str(DEFAULT_BRIDGE_SUBNET),),
+                    options=self._default_bridge_options,
+                ),
+                NetworkSpec(HOST, Driver.HOST),
+                NetworkSpec(NONE, Driver.NULL),
+            )
+            for spec in predefined:
+                if spec.name not in existing:
+                    self._create_network(spec, predefined=True)
+
+    def _prune_vanished(self, state: State) -> bool:
+        """Drop sandboxes whose namespace is gone (a reboot, or the adopted process exited):
+        their interfaces went with it; and endpoints left without their sandbox or network.
+        Returns whether anything was dropped."""
+        gone = [
+            s for s in state.sandboxes.values() if s.netns and not self._namespaces.exists(s.netns)
+        ]
+        for sandbox in gone:
+            log.warning(
+                "container %s: namespace %s no longer exists; forgetting the container",
+                sandbox.name,
+                sandbox.netns,
+            )
+            del state.sandboxes[sandbox.id]
+            state.made_netns.pop(sandbox.id, None)
+        orphans = [
+            e
+            for e in state.endpoints.values()
+            if e.sandbox_id not in state.sandboxes or e.network_id not in state.networks
+        ]
+        for endpoint in orphans:
+            if endpoint.sandbox_id in state.sandboxes:  # the vanished ones were logged above
+                log.error("stored endpoint %s has no network; dropping it", endpoint.id[:12])
+            del state.endpoints[endpoint.id]
+        return bool(gone or orphans)
+
+    # -- reads (no lock: a snapshot of the state) ---------------------------------------------
+
+    def network(self, ref: str) -> Network:
+        """By name, full id or unique id prefix."""
+        return _find(self._state.networks, ref, "network")
+
+    def networks(self) -> list[Network]:
+        return list(self._state.networks.values())
+
+    def sandbox(self, ref: str) -> Sandbox:
+        """By name, full id or unique id prefix."""
+        return _find(self._state.sandboxes, ref, "container")
+
+    def sandboxes(self) -> list[Sandbox]:
+        return list(self._state.sandboxes.values())
+
+    def endpoints(
+        self, *, network_id: str | None = None, sandbox_id: str | None = None
+    ) -> list[Endpoint]:
+        """In connect order."""
+        return [
+            e
+            for e in self._state.endpoints.values()
+            if (network_id is None or e.network_id == network_id)
+            and (sandbox_id is None or e.sandbox_id == sandbox_id)
+        ]
+
+    # -- networks ---------------------------------------------------------------------------
+
+    def create_network(self, spec: NetworkSpec) -> Network:
+        with self._lock:
+            return self._create_network(spec, predefined=False)
+
+    def _create_network(self, spec: NetworkSpec, *, predefined: bool) -> Network:
+        network = self._plan_network(spec, predefined=predefined)
+        driver = self._driver(network.driver)
+        undo = _Undo()
+        try:
+            if driver is not None:
+                driver.create_network(network)
+                undo.push(f"remove network {network.name}", lambda: driver.remove_network(network))
+            state = self._state.copy()
+            state.networks[network.id] = network
+            self._store.save(state)
+        except BaseException:
+            undo.run()
+            raise
+        self._ipam.add_network(network)
+        self._state = state
+        log.info("network %s (%s) created: %s", network.name, network.id[:12], _subnets(network))
+        self._emit([NetworkCreated(network)])
+        return network
+
+    def _plan_network(self, spec: NetworkSpec, *, predefined: bool) -> Network:
+        names.check_network_name(spec.name)
+        for other in self._state.networks.values():
+            if other.name == spec.name:
+                raise Conflict(
+                    f"network name {spec.name!r} is already in use by network {other.id[:12]}: "
+                    "pick another name"
+                )
+        try:
+            kind = Driver(spec.driver)
+        except ValueError:
+            choices = ", ".join(d.value for d in Driver if d not in _SINGLETON_DRIVERS)
+            raise Invalid(f"driver {spec.driver!r} is not known: use one of {choices}") from None
+        if kind in _SINGLETON_DRIVERS and not predefined:
+            raise Invalid(
+                f"driver {kind.value!r} belongs to the predefined network "
+                f"{_SINGLETON_DRIVERS[kind]!r} only; use --network {_SINGLETON_DRIVERS[kind]} "
+                "when creating a container"
+            )
+        driver = self._driver(kind)
+        if driver is None and kind not in _SINGLETON_DRIVERS:
+            raise Unsupported(f"driver {kind.value!r} is not available in this netdns daemon")
+        for key, _ in spec.options:
+            if not key:
+                raise Invalid("an -o option has an empty key: use -o KEY=VALUE")
+        if kind in _SINGLETON_DRIVERS:
+            if spec.subnets or spec.gateway or spec.ip_range or spec.ipv6:
+                raise Invalid(f"network {spec.name!r} ({kind.value}) takes no addresses")
+            ipam = ()
+        else:
+            ipam = plan_ipam(
+                spec.subnets,
+                spec.gateway,
+                spec.ip_range,
+                ipv6=spec.ipv6,
+                taken=self._taken_subnets(include_default_bridge=not predefined),
+                network_name=spec.name,
+            )
+        network = Network(
+            id=self._unused_id(self._state.networks),
+            name=spec.name,
+            driver=kind,
+            scope=Scope.GLOBAL if kind is Driver.OVERLAY else Scope.LOCAL,
+            dns=not predefined,
+            internal=spec.internal,
+            attachable=spec.attachable,
+            ipv6=spec.ipv6,
+            ipam=ipam,
+            options=tuple(spec.options),
+            dns_servers=names.check_dns_servers(spec.dns_servers, "network --dns"),
+            created=datetime.now(UTC).isoformat(),
+        )
+        if driver is not None:
+            driver.check_supported()
+            driver.validate(network)
+        return network
+
+    def _taken_subnets(self, *, include_default_bridge: bool) -> list[IPNetwork]:
+        taken = [c.subnet for n in self._state.networks.values() for c in n.ipam]
+        # User networks never take the default bridge's subnet, even before it exists.
+        if include_default_bridge:
+            taken.append(DEFAULT_BRIDGE_SUBNET)
+        return taken
+
+    def remove_network(self, ref: str) -> Network:
+        """Conflict for a predefined network or one with endpoints; nothing changes then."""
+        with self._lock:
+            network = self.network(ref)
+            if network.name in PREDEFINED and not network.dns:
+                raise Conflict(
+                    f"network {network.name!r} is a predefined network and cannot be removed"
+                )
+            attached = self.endpoints(network_id=network.id)
+            if attached:
+                containers = ", ".join(e.name for e in attached)
+                raise Conflict(
+                    f"network {network.name!r} has active endpoints ({containers}): disconnect "
+                    "or remove those containers first"
+                )
+            driver = self._driver(network.driver)
+            if driver is not None:
+                driver.remove_network(network)
+            state = self._state.copy()
+            del state.networks[network.id]
+            try:
+                self._store.save(state)
+            except BaseException:
+                if driver is not None:
+                    _best_effort(
+                        f"re-create network {network.name}", driver.create_network, network
+                    )
+                raise
+            self._ipam.remove_network(network.id)
+            self._state = state
+            log.info("network %s (%s) removed", network.name, network.id[:12])
+            self._emit([NetworkRemoved(network)])
+            return network
+
+    # -- sandboxes --------------------------------------------------------------------------
+
+    def create_sandbox(self, spec: SandboxSpec) -> Sandbox:
+        """Make (or adopt) the sandbox's namespace and connect it to spec.network ("none": no
+        endpoint; "host": the host's namespace, no namespace of its own)."""
+        with self._lock:
+            names.check_container_name(spec.name)
+            for other in self._state.sandboxes.values():
+                if other.name == spec.name:
+                    raise Conflict(
+                        f"container name {spec.name!r} is already in use by container "
+                        f"{other.id[:12]}: remove it or pick another name"
+                    )
+            hostname = names.check_hostname(spec.hostname) if spec.hostname else spec.name
+            sandbox = Sandbox(
+                id=self._unused_id(self._state.sandboxes),
+                name=spec.name,
+                hostname=hostname,
+                dns_servers=names.check_dns_servers(spec.dns),
+                dns_search=names.check_dns_search(spec.dns_search),
+                dns_options=names.check_dns_options(spec.dns_options),
+            )
+            network = self.network(spec.network)
+            on_host = network.driver is Driver.HOST
+            on_none = network.driver is Driver.NULL
+            if spec.netns:
+                if on_host:
+                    raise Invalid(
+                        "--netns and --network host exclude each other: a host container uses "
+                        "the host's namespace"
+                    )
+                if not spec.netns.startswith("/"):
+                    raise Invalid(
+                        f"--netns {spec.netns!r} is not an absolute path: pass /proc/PID/ns/net "
+                        "or a bind-mounted namespace"
+                    )
+                if not self._namespaces.exists(spec.netns):
+                    raise NotFound(
+                        f"--netns {spec.netns} is not a network namespace (missing, or its "
+                        "process has exited)"
+                    )
+            if on_host or on_none:
+                if spec.aliases or spec.ip or spec.ip6:
+                    raise Invalid(
+                        f"--network-alias, --ip and --ip6 need a user-defined network, not "
+                        f"{network.name!r}"
+                    )
+                # host: an endpoint without addresses (`network inspect host` lists it);
+                # none: no endpoint at all.
+                attachment = _Attachment(network, (), None, None) if on_host else None
+            else:
+                attachment = self._check_attach(network, sandbox, spec.aliases, spec.ip, spec.ip6)
+
+            undo = _Undo()
+            try:
+                # Addresses first: they can still be refused (in use, pool full) and are the
+                # cheapest to give back.
+                endpoint = None
+                if attachment is not None:
+                    endpoint = self._allocate(attachment, sandbox, undo)
+                made = None
+                if spec.netns:
+                    sandbox = replace(sandbox, netns=spec.netns)
+                elif not on_host:
+                    path = self._namespaces.create(spec.name)
+                    made, sandbox = spec.name, replace(sandbox, netns=path)
+                    undo.push(
+                        f"remove namespace {path}", lambda: self._namespaces.remove(spec.name)
+                    )
+                if endpoint is not None:
+                    endpoint = self._join(network, endpoint, sandbox, undo)
+                state = self._state.copy()
+                state.sandboxes[sandbox.id] = sandbox
+                if made is not None:
+                    state.made_netns[sandbox.id] = made
+                if endpoint is not None:
+                    state.endpoints[endpoint.id] = endpoint
+                self._store.save(state)
+            except BaseException:
+                undo.run()
+                raise
+            self._state = state
+            log.info("container %s (%s) created in %s", sandbox.name, sandbox.id[:12], network.name)
+            events: list[Event] = [SandboxCreated(sandbox)]
+            if endpoint is not None:
+                events.append(EndpointAttached(endpoint))
+            self._emit(events)
+            return sandbox
+
+    def remove_sandbox(self, ref: str) -> Sandbox:
+        """Disconnect everything (newest first) and remove the namespace netdns made.
+
+        Removal goes on past plumbing errors (logged): the namespace's end takes its
+        interfaces with it, and a container that cannot be removed helps no one. Only a
+        failed save leaves it in the state (the next start forgets it if its namespace is gone).
+        """
+        with self._lock:
+            sandbox = self.sandbox(ref)
+            state = self._state.copy()
+            detached = list(reversed(self.endpoints(sandbox_id=sandbox.id)))
+            for endpoint in detached:
+                network = state.networks[endpoint.network_id]
+                driver = self._driver(network.driver)
+                if driver is not None:
+                    _best_effort(
+                        f"leave {network.name} for {sandbox.name}",
+                        driver.leave,
+                        network,
+                        endpoint,
+                        sandbox,
+                    )
+                del state.endpoints[endpoint.id]
+            made = state.made_netns.pop(sandbox.id, None)
+            if made is not None:
+                _best_effort(f"remove namespace {made}", self._namespaces.remove, made)
+            del state.sandboxes[sandbox.id]
+            self._store.save(state)
+            for endpoint in detached:
+                for address in endpoint.addresses:
+                    self._ipam.release(endpoint.network_id, address)
+            self._state = state
+            log.info("container %s (%s) removed", sandbox.name, sandbox.id[:12])
+            self._emit([*(EndpointDetached(e) for e in detached), SandboxRemoved(sandbox)])
+            return sandbox
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    def connect(self, spec: ConnectSpec) -> Endpoint:
+        """Attach a container to a network; Conflict when it already is."""
+        with self._lock:
+            network = self.network(spec.network)
+            sandbox = self.sandbox(spec.container)
+            if network.driver in _SINGLETON_DRIVERS:
+                raise Invalid(
+                    f"containers join {network.name!r} only when created "
+                    f"(--network {network.name}); it cannot be connected later"
+                )
+            for endpoint in self.endpoints(sandbox_id=sandbox.id):
+                if self._state.networks[endpoint.network_id].driver is Driver.HOST:
+                    raise Conflict(
+                        f"container {sandbox.name!r} uses the host's network stack: it cannot be "
+                        "connected to other networks"
+                    )
+            attachment = self._check_attach(network, sandbox, spec.aliases, spec.ip, spec.ip6)
+            undo = _Undo()
+            try:
+                endpoint = self._allocate(attachment, sandbox, undo)
+                endpoint = self._join(network, endpoint, sandbox, undo)
+                state = self._state.copy()
+                state.endpoints[endpoint.id] = endpoint
+                self._store.save(state)
+            except BaseException:
+                undo.run()
+                raise
+            self._state = state
+            log.info(
+                "container %s connected to %s: %s", sandbox.name, network.name, _addrs(endpoint)
+            )
+            self._emit([EndpointAttached(endpoint)])
+            return endpoint
+
+    def disconnect(self, network_ref: str, container_ref: str) -> Endpoint:
+        with self._lock:
+            network = self.network(network_ref)
+            sandbox = self.sandbox(container_ref)
+            endpoint = next(
+                (e for e in self.endpoints(sandbox_id=sandbox.id) if e.network_id == network.id),
+                None,
+            )
+            if endpoint is None:
+                raise NotFound(
+                    f"container {sandbox.name!r} is not connected to network {network.name!r}"
+                )
+            if network.driver is Driver.HOST:
+                raise Invalid(
+                    f"container {sandbox.name!r} cannot leave the host network: remove the "
+                    "container instead"
+                )
+            driver = self._driver(network.driver)
+            if driver is not None:
+                driver.leave(network, endpoint, sandbox)
+            state = self._state.copy()
+            del state.endpoints[endpoint.id]
+            try:
+                self._store.save(state)
+            except BaseException:
+                if driver is not None:
+                    _best_effort(
+                        f"re-join {network.name} for {sandbox.name}",
+                        driver.join,
+                        network,
+                        endpoint,
+                        sandbox,
+                    )
+                raise
+            for address in endpoint.addresses:
+                self._ipam.release(network.id, address)
+            self._state = state
+            log.info("container %s disconnected from %s", sandbox.name, network.name)
+            self._emit([EndpointDetached(endpoint)])
+            return endpoint
+
+    def _check_attach(
+        self,
+        network: Network,
+        sandbox: Sandbox,
+        aliases: Iterable[str],
+        ip: str | None,
+        ip6: str | None,
+    ) -> _Attachment:
+        """Everything that can be said about an attachment before anything changes."""
+        for endpoint in self._state.endpoints.values():
+            if endpoint.sandbox_id == sandbox.id and endpoint.network_id == network.id:
+                raise Conflict(
+                    f"container {sandbox.name!r} is already connected to network {network.name!r}"
+                )
+        if network.driver is Driver.OVERLAY and not network.attachable:
+            raise Conflict(
+                f"network {network.name!r} is not attachable: create it with --attachable to "
+                "connect containers to it"
+            )
+        checked_aliases = names.check_aliases(aliases)
+        if checked_aliases and not network.dns:
+            raise Invalid(
+                f"--alias needs a user-defined network: {network.name!r} has no embedded DNS"
+            )
+        if (ip or ip6) and not network.dns:
+            raise Invalid(
+                f"--ip and --ip6 need a user-defined network, not {network.name!r}: create one "
+                "with --subnet"
+            )
+        ipv4 = parse_address(ip, "--ip", 4) if ip else None
+        ipv6 = parse_address(ip6, "--ip6", 6) if ip6 else None
+        if ipv6 is not None and not self._ipam.has_family(network.id, 6):
+            raise Invalid(
+                f"--ip6 {ipv6}: network {network.name!r} has no IPv6 (create it with --ipv6)"
+            )
+        return _Attachment(network, checked_aliases, ipv4, ipv6)  # type: ignore[arg-type]
+
+    def _allocate(self, attachment: _Attachment, sandbox: Sandbox, undo: _Undo) -> Endpoint:
+        """The endpoint with its addresses taken from IPAM (Invalid/Conflict if they cannot
+        be); pushes their release."""
+        network = attachment.network
+        ipv4 = ipv6 = None
+        if self._ipam.has_family(network.id, 4):
+            ipv4 = self._ipam.allocate(network, 4, sandbox.name, attachment.ipv4)
+            undo.push(f"release {ipv4}", lambda: self._ipam.release(network.id, ipv4))
+        if network.ipv6 and self._ipam.has_family(network.id, 6):
+            ipv6 = self._ipam.allocate(network, 6, sandbox.name, attachment.ipv6)
+            undo.push(f"release {ipv6}", lambda: self._ipam.release(network.id, ipv6))
+        return Endpoint(
+            id=self._unused_id(self._state.endpoints),
+            network_id=network.id,
+            sandbox_id=sandbox.id,
+            name=sandbox.name,
+            hostname=sandbox.hostname,
+            aliases=attachment.aliases,
+            ipv4=ipv4,  # type: ignore[arg-type]
+            ipv6=ipv6,  # type: ignore[arg-type]
+        )
+
+    def _join(
+        self, network: Network, endpoint: Endpoint, sandbox: Sandbox, undo: _Undo
+    ) -> Endpoint:
+        """The driver's join; returns the endpoint with the MAC it chose. Pushes the leave."""
+        driver = self._driver(network.driver)
+        if driver is None:
+            return endpoint
+        # A join that fails half way may have made the interface: leave tolerates a missing one.
+        undo.push(
+            f"leave {network.name} for {sandbox.name}",
+            lambda: driver.leave(network, endpoint, sandbox),
+        )
+        joined = driver.join(network, endpoint, sandbox)
+        if joined.id != endpoint.id or joined.addresses != endpoint.addresses:
+            raise RuntimeError(f"driver {network.driver} changed more than the MAC of {endpoint}")
+        return joined
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _driver(self, kind: Driver) -> NetworkDriver | None:
+        return self._drivers.get(kind)
+
+    def _unused_id(self, taken: Mapping[str, object]) -> str:
+        while True:
+            candidate = new_id()
+            if candidate not in taken:
+                return candidate
+
+
+def _find(items: Mapping[str, T], ref: str, kind: str) -> T:
+    """Docker's order: full id, then exact name, then a unique id prefix."""
+    if not ref:
+        raise Invalid(f"{kind} name or id is empty")
+    if ref in items:
+        return items[ref]
+    for item in items.values():
+        if item.name == ref:
+            return item
+    prefix = ref.lower()
+    matches = [item for key, item in items.items() if key.startswith(prefix)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise Invalid(
+            f"{kind} id prefix {ref!r} matches {len(matches)} {kind}s: give more of the id or "
+            "the name"
+        )
+    raise NotFound(f"no {kind} named {ref!r} or with that id (see `netdns {kind} ls`)")
+
+
+def _best_effort(what: str, fn: Callable[..., object], *args: object) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("could not %s; going on", what)
+
+
+def _subnets(network: Network) -> str:
+    return ", ".join(str(c.subnet) for c in network.ipam) or "no addresses"
+
+
+def _addrs(endpoint: Endpoint) -> str:
+    return ", ".join(map(str, endpoint.addresses)) or "no addresses"

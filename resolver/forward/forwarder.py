@@ -1,0 +1,181 @@
+"""Forwarder: a query that is not local, answered by the cache or an upstream (R11, R13, R14).
+
+The query goes upstream as the client wrote it (EDNS OPT included) under a fresh id, and the
+upstream's answer comes back unchanged but for the id. When there is no upstream, all fail or
+the budget runs out, the client gets a SERVFAIL of ours. At most `max_inflight` forwards are in
+flight; beyond that a query gets SERVFAIL at once (R14) and a rate-limited log line says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from dnslib import RCODE, DNSRecord
+
+from drivers.errors import Invalid
+from resolver.answer import base_reply
+from resolver.forward.cache import AnswerCache, cache_key
+from resolver.forward.policy import MAX_UPSTREAMS, Health, ask, moves_on, rcode_of, try_timeout
+from resolver.forward.upstream import Opener, Server, UpstreamFailed, parse_server
+from resolver.names import Upstreams
+
+log = logging.getLogger(__name__)
+
+OVERLOAD_LOG_INTERVAL = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardResult:
+    reply: bytes
+    path: str  # "cache" | "upstream" | "servfail" | "overload"
+    upstream: str = ""  # the server that answered
+    elapsed: float = 0.0
+    tries: tuple[str, ...] = ()  # what was tried, e.g. "127.1.2.3:53 timeout"
+
+
+@functools.lru_cache(maxsize=256)
+def _server(text: str) -> Server:
+    return parse_server(text)
+
+
+def servfail(request: DNSRecord) -> bytes:
+    """Our own SERVFAIL: QR, RA, RD and the question copied, EDNS echoed when asked (R10)."""
+    return base_reply(request, RCODE.SERVFAIL).pack()
+
+
+class Forwarder:
+    def __init__(
+        self,
+        *,
+        default_servers: Callable[[], Sequence[str]],
+        budget: float = 4.0,
+        max_inflight: int = 1024,
+        cache: AnswerCache | None = None,
+        health: Health | None = None,
+    ) -> None:
+        self.default_servers = default_servers
+        self.budget = budget
+        self.max_inflight = max_inflight
+        self.cache = cache
+        self.health = health or Health()
+        # Counters for metrics.
+        self.inflight = 0
+        self.failovers = 0  # tries that failed and moved on to another upstream
+        self.overloaded = 0  # queries refused by the in-flight cap
+        self._overload_logged_at = -math.inf
+        self._overload_unlogged = 0
+
+    def servers_for(self, upstreams: Upstreams) -> tuple[Server, ...]:
+        """The upstreams to try (at most MAX_UPSTREAMS), unusable entries skipped with a log."""
+        texts = upstreams.servers or tuple(self.default_servers())
+        servers: list[Server] = []
+        for text in texts:
+            try:
+                servers.append(_server(text))
+            except Invalid as exc:
+                log.warning("skipping upstream: %s", exc)
+            if len(servers) == MAX_UPSTREAMS:
+                break
+        return tuple(servers)
+
+    async def forward(
+        self,
+        request: DNSRecord,
+        query: bytes,
+        upstreams: Upstreams,
+        *,
+        tcp: bool,
+        opener: Opener | None = None,
+        cache_scope: str = "",
+    ) -> ForwardResult:
+        """Answer `request` (raw bytes `query`) from the cache or `upstreams` (R11, R13, R14).
+
+        `cache_scope` tells apart equal addresses that mean different servers: upstreams named
+        for a sandbox are reached from its namespace, so pass the sandbox id for them.
+        """
+        started = time.monotonic()
+        servers = self.servers_for(upstreams)
+        if not servers:
+            return ForwardResult(servfail(request), "servfail", tries=("no upstream servers",))
+        key = None
+        if self.cache is not None:
+            key = cache_key((cache_scope, *map(str, servers)), request)
+            cached = self.cache.get(key, request)
+            if cached is not None:
+                return ForwardResult(cached, "cache", elapsed=time.monotonic() - started)
+        if self.inflight >= self.max_inflight:
+            self._log_overload()
+            return ForwardResult(servfail(request), "overload")
+        self.inflight += 1
+        try:
+            result = await self._ask_upstreams(request, query, servers, tcp, opener, cache_scope)
+        finally:
+            self.inflight -= 1
+        if self.cache is not None and key is not None and result.path == "upstream":
+            self.cache.put(key, result.reply)
+        return result
+
+    async def _ask_upstreams(
+        self,
+        request: DNSRecord,
+        query: bytes,
+        servers: tuple[Server, ...],
+        tcp: bool,
+        opener: Opener | None,
+        cache_scope: str,
+    ) -> ForwardResult:
+        started = time.monotonic()
+        deadline = started + self.budget
+        ordered = self.health.order([(cache_scope, server) for server in servers])
+        tries: list[str] = []
+        for index, health_key in enumerate(ordered):
+            server = health_key[1]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                tries.append(f"{server} not tried: budget spent")
+                continue
+            timeout = try_timeout(remaining, len(ordered) - index)
+            try:
+                reply = await ask(server, query, tcp=tcp, timeout=timeout, opener=opener)
+            except UpstreamFailed as failure:
+                tries.append(f"{server} {failure.reason}")
+            else:
+                rcode_name = RCODE.get(rcode_of(reply), str(rcode_of(reply)))
+                tries.append(f"{server} {rcode_name}")
+                if not moves_on(reply):
+                    self.health.succeeded(health_key)
+                    return ForwardResult(
+                        query[:2] + reply[2:],
+                        "upstream",
+                        str(server),
+                        time.monotonic() - started,
+                        tuple(tries),
+                    )
+            self.health.failed(health_key)
+            if index + 1 < len(ordered):
+                self.failovers += 1
+        log.debug("all upstreams failed for %s: %s", request.q.qname, "; ".join(tries))
+        return ForwardResult(
+            servfail(request), "servfail", elapsed=time.monotonic() - started, tries=tuple(tries)
+        )
+
+    def _log_overload(self) -> None:
+        self.overloaded += 1
+        self._overload_unlogged += 1
+        now = time.monotonic()
+        if now - self._overload_logged_at < OVERLOAD_LOG_INTERVAL:
+            return
+        log.warning(
+            "%d forwarded queries in flight (--max-inflight %d): answered %d with SERVFAIL "
+            "at once since the last message",
+            self.inflight,
+            self.max_inflight,
+            self._overload_unlogged,
+        )
+        self._overload_logged_at = now
+        self._overload_unlogged = 0

@@ -1,0 +1,478 @@
+"""Listeners: one UDP and one TCP socket on the same address, serving one sandbox's view (R15, R16).
+
+Transport only, no DNS: a listener hands each message's bytes to a Handler together with the
+sandbox it serves and sends back whatever bytes the handler returns (already fitted to UDP by
+the handler), or nothing. Many listeners share one event loop; every query runs in a task the
+listener owns, so a slow or failing one holds up nothing and stops nothing.
+
+TCP follows RFC 7766: 2-byte length framing, several queries per connection, each answered as
+soon as it is ready (out of order), whole frames per write, idle and slow-read timeouts, a cap
+on open connections and on queries in flight per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from drivers.errors import Conflict, Invalid
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FRAME_PREFIX = 2  # RFC 1035 4.2.2: each TCP message is preceded by its length, 2 bytes
+MAX_FRAME = 0xFFFF
+BIND_ATTEMPTS = 8
+TCP_BACKLOG = 128
+ERROR_LOG_INTERVAL = 10.0  # seconds between handler tracebacks, so bad input cannot flood logs
+
+
+class Handler(Protocol):
+    async def __call__(self, sandbox_id: str, data: bytes, tcp: bool) -> bytes | None:
+        """The reply to one message (for UDP already truncated per R15), or None to drop it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    tcp_idle_timeout: float = 30.0  # a connection with nothing in flight is closed after this
+    tcp_read_timeout: float = 10.0  # a started message must finish within it
+    max_tcp_connections: int = 256  # beyond it, new connections are closed at once
+    max_tcp_pipeline: int = 64  # queries in flight per connection; beyond it reading pauses
+
+
+@dataclass(slots=True)
+class ListenerStats:
+    udp_queries: int = 0
+    tcp_queries: int = 0
+    tcp_connections: int = 0  # open now
+    tcp_rejected: int = 0  # connections closed at once: over max_tcp_connections
+    dropped: int = 0  # queries that got no reply: the handler said so, failed, or no room
+    handler_errors: int = 0
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop loop when uvloop is installed, else the standard one."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on the loop new_event_loop() makes."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main)
+
+
+def bind_pair(host: str, port: int = 0) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket bound to the same host and port, TCP already listening.
+
+    With port 0 the kernel picks UDP's port and TCP takes the same one; when another socket
+    holds that TCP port, try again with a new one.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(BIND_ATTEMPTS):
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            udp.bind((host, port))
+            chosen = udp.getsockname()[1]
+            tcp = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                # Lets a restarted listener take its port while old connections sit in TIME_WAIT.
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                tcp.bind((host, chosen))
+                # Listening now, not later, so a port another listener also bound fails here.
+                tcp.listen(TCP_BACKLOG)
+            except OSError as exc:
+                tcp.close()
+                if exc.errno == errno.EADDRINUSE and port == 0:
+                    udp.close()
+                    continue
+                raise
+        except OSError as exc:
+            udp.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise Conflict(
+                    f"{host}:{port} is in use: stop what holds it or choose another port"
+                ) from exc
+            raise
+        return udp, tcp
+    raise Conflict(f"no port free on {host} for both UDP and TCP after {BIND_ATTEMPTS} tries")
+
+
+class Listener:
+    """One sandbox's DNS server: UDP and TCP on one address, answers from `handler`."""
+
+    def __init__(self, handler: Handler, sandbox_id: str, config: ListenerConfig) -> None:
+        self.sandbox_id = sandbox_id
+        self.config = config
+        self.stats = ListenerStats()
+        self._handler = handler
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: set[_TcpConnection] = set()
+        self._udp: asyncio.DatagramTransport | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._address: tuple[str, int] = ("", 0)
+        self._closing = False
+        self._last_error_log = -ERROR_LOG_INTERVAL
+        self._errors_not_logged = 0
+
+    @classmethod
+    async def start(
+        cls,
+        handler: Handler,
+        sandbox_id: str,
+        host: str = "127.0.0.11",
+        port: int = 0,
+        *,
+        udp_sock: socket.socket | None = None,
+        tcp_sock: socket.socket | None = None,
+        config: ListenerConfig = ListenerConfig(),  # frozen, so one shared default is safe
+    ) -> Listener:
+        """Serve on (host, port), or on the given sockets: already bound, TCP maybe not listening
+        (made inside a sandbox's namespace). The listener owns the sockets from here on."""
+        if (udp_sock is None) != (tcp_sock is None):
+            raise Invalid("Listener.start: pass both udp_sock and tcp_sock, or neither")
+        if udp_sock is None or tcp_sock is None:
+            udp_sock, tcp_sock = bind_pair(host, port)
+        listener = cls(handler, sandbox_id, config)
+        try:
+            await listener._serve(udp_sock, tcp_sock)
+        except BaseException:
+            await listener.close()
+            udp_sock.close()
+            tcp_sock.close()
+            raise
+        return listener
+
+    async def _serve(self, udp_sock: socket.socket, tcp_sock: socket.socket) -> None:
+        address = udp_sock.getsockname()
+        self._address = (address[0], address[1])
+        udp_sock.setblocking(False)
+        tcp_sock.setblocking(False)
+        self._udp, _ = await self._loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self), sock=udp_sock
+        )
+        self._server = await self._loop.create_server(
+            lambda: _TcpConnection(self), sock=tcp_sock, backlog=TCP_BACKLOG
+        )
+
+    @property
+    def host(self) -> str:
+        return self._address[0]
+
+    @property
+    def port(self) -> int:
+        return self._address[1]
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    async def close(self) -> None:
+        """Close both sockets and every TCP connection; cancel the queries in flight."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._udp is not None:
+            self._udp.close()
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self._connections):
+            connection.abort()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        # Transports close their sockets on the next loop turn; let that happen before returning
+        # so the port is free for whoever binds it next.
+        await asyncio.sleep(0)
+
+    # -- shared by both transports -------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("listener %s: query task failed", self.sandbox_id, exc_info=exc)
+
+    async def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
+        """The handler's reply, or None; a handler failure is logged and drops the query."""
+        try:
+            reply = await self._handler(self.sandbox_id, data, tcp)
+        except Exception:
+            self.stats.handler_errors += 1
+            self.stats.dropped += 1
+            self._log_handler_error()
+            return None
+        if reply is None:
+            self.stats.dropped += 1
+        return reply
+
+    def _log_handler_error(self) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log < ERROR_LOG_INTERVAL:
+            self._errors_not_logged += 1
+            return
+        log.exception(
+            "listener %s: handler failed (%d more failures since the last report)",
+            self.sandbox_id,
+            self._errors_not_logged,
+        )
+        self._last_error_log = now
+        self._errors_not_logged = 0
+
+    def admit(self, connection: _TcpConnection) -> bool:
+        if self._closing or len(self._connections) >= self.config.max_tcp_connections:
+            self.stats.tcp_rejected += 1
+            return False
+        self._connections.add(connection)
+        self.stats.tcp_connections = len(self._connections)
+        return True
+
+    def forget(self, connection: _TcpConnection) -> None:
+        self._connections.discard(connection)
+        self.stats.tcp_connections = len(self._connections)
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+        self._transport: asyncio.DatagramTransport | None = None
+        # When the socket's send buffer is full, replies are dropped rather than queued without
+        # bound: a UDP client retries anyway.
+        self._writing_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self._listener.closing:
+            return
+        self._listener.stats.udp_queries += 1
+        self._listener.spawn(self._answer(data, addr))
+
+    async def _answer(self, data: bytes, addr: Any) -> None:
+        reply = await self._listener.answer(data, tcp=False)
+        if reply is None:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._writing_paused:
+            self._listener.stats.dropped += 1
+            return
+        transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors from clients that went away; nothing to do about them.
+        log.debug("listener %s: udp error: %s", self._listener.sandbox_id, exc)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+
+
+class _TcpConnection(asyncio.Protocol):
+    """One client connection: framing, pipelining, timeouts (RFC 7766)."""
+
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+        self._config = listener.config
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._partial_since = 0.0  # loop time the unfinished message in _buffer began
+        self._last_activity = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._reading_paused = False
+        self._writing_paused = False
+        self._eof = False
+        self._closed = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        if not self._listener.admit(self):
+            self._closed = True
+            transport.close()
+            return
+        self._last_activity = self._loop.time()
+        self._arm_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self._last_activity = self._loop.time()
+        if not self._buffer:
+            self._partial_since = self._last_activity
+        self._buffer += data
+        self._take_messages()
+        self._arm_timer()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        # Keep the write side open until the answers in flight are sent.
+        return bool(self._inflight) and not self._closed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in self._inflight:
+            task.cancel()  # nobody is left to read the answer
+        self._listener.forget(self)
+
+    def pause_writing(self) -> None:
+        # A client that does not read its answers gets no more queries read from it.
+        self._writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._update_reading()
+
+    # -- framing and queries ---------------------------------------------------------------------
+
+    def _take_messages(self) -> None:
+        """Start a task for each whole message in the buffer, as far as the pipeline allows."""
+        buffer = self._buffer
+        offset = 0
+        taken = False
+        while len(self._inflight) < self._config.max_tcp_pipeline and len(buffer) - offset >= 2:
+            length = int.from_bytes(buffer[offset : offset + FRAME_PREFIX], "big")
+            if length == 0:
+                self._close("zero-length message")
+                return
+            end = offset + FRAME_PREFIX + length
+            if len(buffer) < end:
+                break
+            message = bytes(buffer[offset + FRAME_PREFIX : end])
+            offset = end
+            taken = True
+            self._start_query(message)
+        if offset:
+            del buffer[:offset]
+        if taken and buffer:
+            self._partial_since = self._loop.time()  # what is left is the next message's start
+        self._update_reading()
+
+    def _start_query(self, message: bytes) -> None:
+        self._listener.stats.tcp_queries += 1
+        task = self._listener.spawn(self._answer(message))
+        self._inflight.add(task)
+        task.add_done_callback(self._query_done)
+
+    async def _answer(self, message: bytes) -> None:
+        reply = await self._listener.answer(message, tcp=True)
+        if reply is None:
+            return
+        if len(reply) > MAX_FRAME:
+            log.warning(
+                "listener %s: reply of %d bytes does not fit a TCP frame, dropped",
+                self._listener.sandbox_id,
+                len(reply),
+            )
+            self._listener.stats.dropped += 1
+            return
+        if self._closed or self._transport is None:
+            return
+        # One write per frame: answers finishing out of order never interleave (RFC 7766 8).
+        self._transport.write(len(reply).to_bytes(FRAME_PREFIX, "big") + reply)
+
+    def _query_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if self._closed:
+            return
+        self._last_activity = self._loop.time()
+        if self._buffer:
+            self._take_messages()  # messages held back by the pipeline limit
+        if self._closed:
+            return
+        if self._eof and not self._inflight:
+            self._close("client finished sending")
+            return
+        self._update_reading()
+        self._arm_timer()
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        pause = self._writing_paused or len(self._inflight) >= self._config.max_tcp_pipeline
+        if pause and not self._reading_paused:
+            transport.pause_reading()
+            self._reading_paused = True
+        elif not pause and self._reading_paused:
+            transport.resume_reading()
+            self._reading_paused = False
+
+    # -- timeouts --------------------------------------------------------------------------------
+
+    def _deadline(self) -> tuple[float, str] | None:
+        """When this connection is to be closed if nothing changes, and why."""
+        pipeline_full = len(self._inflight) >= self._config.max_tcp_pipeline
+        if self._buffer and not pipeline_full:
+            return self._partial_since + self._config.tcp_read_timeout, "unfinished message"
+        if self._inflight:
+            return None  # busy answering: not idle
+        return self._last_activity + self._config.tcp_idle_timeout, "idle"
+
+    def _arm_timer(self) -> None:
+        """One timer per connection, moved only when the deadline comes earlier than it."""
+        deadline = self._deadline()
+        if self._closed or deadline is None:
+            return
+        when = deadline[0]
+        if self._timer is not None:
+            if self._timer_at <= when:
+                return  # it fires first and re-checks
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline = self._deadline()
+        if self._closed or deadline is None:
+            return
+        when, reason = deadline
+        if self._loop.time() < when:
+            self._arm_timer()
+        elif self._transport is not None and self._transport.get_write_buffer_size():
+            # A client that stopped reading would keep a graceful close waiting forever.
+            log.debug("listener %s: aborting tcp connection: %s", self._listener.sandbox_id, reason)
+            self.abort()
+        else:
+            self._close(reason)
+
+    def _close(self, reason: str) -> None:
+        log.debug("listener %s: closing tcp connection: %s", self._listener.sandbox_id, reason)
+        self._closed = True
+        if self._transport is not None:
+            self._transport.close()  # sends the answers already written, then FIN
+
+    def abort(self) -> None:
+        self._closed = True
+        if self._transport is not None:
+            self._transport.abort()
