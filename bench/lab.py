@@ -9,8 +9,11 @@ A `Target` is one DNS server under test with the address dnsperf queries. This i
 target, netdns (`python -m bench.serve` in its own process); later ones add peers
 (aardvark-dns, dnsmasq as a resolver) and listeners inside namespaces as more targets beside it.
 
-tests/upstreams.py (a shared Dnsmasq helper) did not exist when this was written, so the
-dnsmasq runner here is the bench's own.
+The dnsmasq runner is the bench's own rather than tests/upstreams.py's `Dnsmasq`: that one
+logs every query (--log-queries, read line by line by a Python thread), which at thousands of
+queries a second would cost the upstream and the bench process the CPU being measured; it takes
+its zone as command-line flags, which does not scale to large zones (here a conf file of
+host-record lines); and bench/ should not import from tests/.
 """
 
 from __future__ import annotations
@@ -220,16 +223,26 @@ def netdns_server(zone: Zone, upstream: str, workdir: Path) -> Iterator[Target]:
         str(zone.names),
         "--upstream",
         upstream,
+        "--log-level",
+        "info",
     ]
     # The child imports bench/, resolver/, drivers/ from the repository this file is in,
     # whatever the caller's working directory.
     repo = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
-    with _process(command, log_path, stdout=subprocess.PIPE, env=env) as proc:
-        host, port = _read_ready(proc, log_path)
-        log.info("netdns (bench.serve) on %s:%d with %d container names", host, port, zone.names)
-        yield Target("netdns", host, port, log_path)
+    try:
+        with _process(command, log_path, stdout=subprocess.PIPE, env=env) as proc:
+            host, port = _read_ready(proc, log_path)
+            log.info(
+                "netdns (bench.serve) on %s:%d with %d container names", host, port, zone.names
+            )
+            yield Target("netdns", host, port, log_path)
+    finally:
+        # What the server counted (queries, drops, cache hits), once it has stopped.
+        for line in _log_tail(log_path).splitlines():
+            if "stopping:" in line:
+                log.info("netdns %s", line[line.index("stopping:") :])
 
 
 def _read_ready(proc: subprocess.Popen[str], log_path: Path) -> tuple[str, int]:

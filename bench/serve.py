@@ -30,7 +30,7 @@ from drivers.model import (
     Sandbox,
     SandboxCreated,
 )
-from resolver.forward import Forwarder
+from resolver.forward import AnswerCache, Forwarder
 from resolver.names import NameTable
 from resolver.resolve import Resolver
 from resolver.server import Listener, run
@@ -80,19 +80,39 @@ def bench_table(zone: Zone) -> NameTable:
     return table
 
 
-async def serve(address: str, port: int, zone: Zone, upstream: str, local_ttl: int) -> None:
+async def serve(
+    address: str, port: int, zone: Zone, upstream: str, *, local_ttl: int, cache: bool
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    forwarder = Forwarder(default_servers=lambda: [upstream])
+    # As the daemon does: the answer cache is on unless --no-cache (R13).
+    answer_cache = AnswerCache() if cache else None
+    forwarder = Forwarder(default_servers=lambda: [upstream], cache=answer_cache)
     resolver = Resolver(bench_table(zone), forwarder, local_ttl=local_ttl)
     listener = await Listener.start(resolver.handle, CLIENT_ID, address, port)
     try:
         # The parent waits for this line: it means both sockets accept queries now.
         print(f"ready {listener.host} {listener.port}", flush=True)
         await stop.wait()
-        log.info("stopping: %s", listener.stats)
+        stats = listener.stats
+        cached = (
+            f"cache hits {answer_cache.hits}, misses {answer_cache.misses}"
+            if answer_cache is not None
+            else "no cache"
+        )
+        # bench/lab.py reports this line: it shows whether the queries went where meant.
+        log.info(
+            "stopping: %d udp and %d tcp queries, %d dropped, %d handler errors, "
+            "%d forwards refused (in-flight cap), %s",
+            stats.udp_queries,
+            stats.tcp_queries,
+            stats.dropped,
+            stats.handler_errors,
+            forwarder.overloaded,
+            cached,
+        )
     finally:
         await listener.close()
 
@@ -109,6 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--names", type=int, default=1000, help="containers in the table")
     parser.add_argument("--upstream", required=True, help="upstream server, IP[:PORT]")
     parser.add_argument("--local-ttl", type=int, default=5, help="TTL of local answers (R9)")
+    parser.add_argument("--no-cache", action="store_true", help="no answer cache (R13)")
     parser.add_argument("--log-level", default="warning", help="logging level (stderr)")
     return parser.parse_args(argv)
 
@@ -119,7 +140,16 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), stream=sys.stderr, format="bench.serve: %(message)s"
     )
     zone = Zone(names=args.names)
-    run(serve(args.address, args.port, zone, args.upstream, args.local_ttl))
+    run(
+        serve(
+            args.address,
+            args.port,
+            zone,
+            args.upstream,
+            local_ttl=args.local_ttl,
+            cache=not args.no_cache,
+        )
+    )
     return 0
 
 

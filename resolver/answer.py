@@ -25,6 +25,7 @@ RCODE_MASK = 0x000F
 UDP_MIN = 512  # RFC 1035: the limit without EDNS
 UDP_ADVERTISED = 1232  # the EDNS buffer size we offer (DNS flag day 2020), and the most we send
 EDNS_VERSION = 0
+MAX_NAME = 255  # RFC 1035 2.3.4: octets in a name on the wire
 
 
 def rcode_only_reply(query: bytes, rcode: int) -> bytes:
@@ -49,6 +50,8 @@ def parse_query(data: bytes) -> DNSRecord | bytes | None:
         request = DNSRecord.parse(data)
     except (DNSError, ValueError, IndexError, UnicodeDecodeError, struct.error):
         return rcode_only_reply(data, RCODE.FORMERR)
+    if sum(len(label) + 1 for label in request.q.qname.label) + 1 > MAX_NAME:
+        return rcode_only_reply(data, RCODE.FORMERR)  # parses, but no reply could carry it
     return request
 
 

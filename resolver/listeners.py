@@ -147,7 +147,7 @@ class ListenerManager:
         nameservers, search = self.host_resolv()
         text = netns.resolv_conf_text(
             dns=dns, search=sandbox.dns_search, options=sandbox.dns_options,
-            host_nameservers=nameservers, host_search=search,
+            host_nameservers=nameservers, host_search=search, nameservers=sandbox.dns_servers,
         )  # fmt: skip
         netns.write_resolv_conf(name, text, self.etc_netns)
 

@@ -71,11 +71,15 @@ class Resolver:
                 request, lookup, ttl=self.local_ttl, rng=self.rng
             )
             return Decision(lookup, reply.pack(), "local")
-        opener = None
-        if lookup.upstreams.from_sandbox and self.sandbox_openers is not None:
-            opener = self.sandbox_openers(sandbox_id)
+        opener, scope = None, ""
+        if lookup.upstreams.from_sandbox:
+            # The same address named by two sandboxes may be two servers, one in each namespace:
+            # they share neither cache entries nor health memory.
+            scope = sandbox_id
+            if self.sandbox_openers is not None:
+                opener = self.sandbox_openers(sandbox_id)
         result = await self.forwarder.forward(
-            request, data, lookup.upstreams, tcp=tcp, opener=opener
+            request, data, lookup.upstreams, tcp=tcp, opener=opener, cache_scope=scope
         )
         return Decision(lookup, result.reply, result.path, result.upstream, result.elapsed)
 

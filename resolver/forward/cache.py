@@ -105,9 +105,6 @@ class AnswerCache:
     def size(self) -> int:
         return len(self._entries)
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def put(self, key: CacheKey, reply: bytes) -> bool:
         """Keep `reply` under `key` if it may be cached; whether it was."""
         try:
@@ -149,6 +146,3 @@ class AnswerCache:
         reply.auth = [_aged(rr, elapsed) for rr in stored.auth]
         reply.ar = [_aged(rr, elapsed) for rr in stored.ar]
         return reply
-
-    def clear(self) -> None:
-        self._entries.clear()

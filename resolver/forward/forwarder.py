@@ -96,7 +96,8 @@ class Forwarder:
         """Answer `request` (raw bytes `query`) from the cache or `upstreams` (R11, R13, R14).
 
         `cache_scope` tells apart equal addresses that mean different servers: upstreams named
-        for a sandbox are reached from its namespace, so pass the sandbox id for them.
+        for a sandbox are reached from its namespace, so pass the sandbox id for them (it keys
+        the cache and the health memory). Cache hits do not count against `max_inflight`.
         """
         started = time.monotonic()
         servers = self.servers_for(upstreams)

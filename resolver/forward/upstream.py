@@ -52,7 +52,7 @@ class Server:
 
 
 def parse_server(text: str) -> Server:
-    """"IP", "IP:PORT", "IPv6" or "[IPv6]:PORT" as a Server (port 53 unless given)."""
+    """Parse "IP", "IP:PORT", "IPv6" or "[IPv6]:PORT" (port 53 unless given); Invalid if bad."""
     spec = text.strip()
     port_text = ""
     if spec.startswith("["):

@@ -1,7 +1,9 @@
 """What real clients get from a listener (R2-R10, R12, R15): the real `dig`, and dnspython.
 
 One server for the module (tests/proto/harness.py): listeners for a sandbox on one network
-(CLIENT1), one on two (CLIENT2: appnet, then v6net) and one on an internal network only.
+(CLIENT1), one on two (CLIENT2: appnet, then v6net) and one on an internal network only. Names
+that are not local go to a dnsmasq of the test's own, which knows `web.test` and answers
+NXDOMAIN for everything else.
 """
 
 from __future__ import annotations
@@ -39,13 +41,17 @@ from tests.proto.harness import (
     sample_table,
     sandbox_id,
 )
+from tests.upstreams import Dnsmasq
 
 UDP_MIN = 512
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
-    with ServerThread(sample_table(), CLIENTS) as running:
+    with (
+        Dnsmasq() as upstream,
+        ServerThread(sample_table(), CLIENTS, upstreams=[upstream.server]) as running,
+    ):
         yield running
 
 
@@ -119,10 +125,20 @@ def test_r3_answer_comes_from_the_first_network_with_the_asked_family(
 
 
 def test_r1_names_of_networks_the_sandbox_is_not_on_are_not_local(server: ServerThread) -> None:
-    # `six` lives only on v6net: CLIENT2 sees it, CLIENT1 does not (it is forwarded, and the
-    # module's server has no upstream, so no address comes back).
+    # `six` lives only on v6net: CLIENT2 sees it; for CLIENT1 it is forwarded, and the upstream
+    # does not know it.
     assert dig(server, CLIENT2, "six", "A").rdata("A") == [SIX_V4]
-    assert dig(server, CLIENT1, "six", "A").rdata("A") == []
+    result = dig(server, CLIENT1, "six", "A")
+    assert (result.status, result.answer) == ("NXDOMAIN", ())
+
+
+@pytest.mark.parametrize("transport", ["+notcp", "+tcp"])
+def test_r11_names_that_are_not_local_are_answered_by_the_upstream(
+    server: ServerThread, transport: str
+) -> None:
+    result = dig(server, CLIENT1, "web.test", "A", transport)
+    assert (result.status, result.rdata("A")) == ("NOERROR", ["10.1.2.3"])
+    assert "aa" in result.flags  # dnsmasq's own flags: the upstream's answer, unchanged
 
 
 # -- R4 shared names, R5 services --------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Answer building and bad-input rules (R2, R4, R6, R9, R10, R15, R16), on bytes, without sockets."""
+"""Answer building and bad-input rules (R2, R4, R6, R9, R10, R15, R16), on bytes alone."""
 
 from __future__ import annotations
 

@@ -1,0 +1,351 @@
+"""The admin HTTP API: the CLI's operations as JSON under /v1/, served by the daemon.
+
+Routes (JSON in and out):
+    GET    /healthz
+    GET    /v1/networks                        every network, as `docker network inspect`
+    POST   /v1/networks                        {"name", "driver", "subnets", "gateway",
+                                                "ip_range", "ipv6", "internal", "attachable",
+                                                "options": {k: v}, "dns_servers"}
+    GET    /v1/networks/{ref}                  by name, id or unique id prefix
+    DELETE /v1/networks/{ref}
+    POST   /v1/networks/{ref}/connect          {"container", "aliases", "ip", "ip6"}
+    POST   /v1/networks/{ref}/disconnect       {"container"}
+    GET    /v1/containers                      every container, as `docker container inspect`
+    POST   /v1/containers                      {"name", "hostname", "network", "aliases", "ip",
+                                                "ip6", "dns", "dns_search", "dns_options",
+                                                "netns"}
+    GET    /v1/containers/{ref}
+    DELETE /v1/containers/{ref}
+    GET    /v1/resolve?from=C&name=N&type=T    what C would get for N, and which rule says so
+
+Every error is {"message": ..., "status": N}. The status of a NetdnsError comes from its class
+(drivers/errors.py), mapped here in one place (the error middleware); a malformed request is an
+Invalid naming the field; a bug is a 500 whose message points at the daemon's log, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec
+from drivers.errors import Invalid, NetdnsError
+from drivers.model import Endpoint, Network, Sandbox
+from resolver import inspect
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class AdminOps(Protocol):
+    """What the API drives: the daemon. Changes are async (they run off the loop and return
+    once the answers changed, R18); reads go straight to the DriverCore's snapshot."""
+
+    @property
+    def core(self) -> DriverCore: ...
+
+    async def create_network(self, spec: NetworkSpec) -> Network: ...
+
+    async def remove_network(self, ref: str) -> Network: ...
+
+    async def connect(self, spec: ConnectSpec) -> Endpoint: ...
+
+    async def disconnect(self, network_ref: str, container_ref: str) -> Endpoint: ...
+
+    async def create_sandbox(self, spec: SandboxSpec) -> Sandbox: ...
+
+    async def remove_sandbox(self, ref: str) -> Sandbox: ...
+
+    async def explain(self, sandbox_ref: str, name: str, qtype: str) -> dict[str, Any]:
+        """rcode, answers as zone text, rule, path, the networks holding the name, ..."""
+        ...
+
+
+OPS_KEY = web.AppKey("ops", AdminOps)
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message, "status": status}, status=status)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one place where errors become HTTP statuses."""
+    try:
+        return await handler(request)
+    except NetdnsError as exc:
+        return error_response(exc.http_status, str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 404:
+            message = f"no such API route: {request.method} {request.path} (see /v1/...)"
+        elif exc.status == 405:
+            message = f"method {request.method} is not allowed on {request.path}"
+        else:
+            message = exc.reason
+        return error_response(exc.status, message)
+    except Exception:
+        log.exception("admin API: %s %s failed", request.method, request.path)
+        return error_response(500, "internal error in the netdns daemon: see its log")
+
+
+# -- request bodies ------------------------------------------------------------------------
+
+
+class Body:
+    """A request's JSON object, read field by field; each wrong field is an Invalid naming it."""
+
+    def __init__(self, data: dict[str, Any], allowed: tuple[str, ...]) -> None:
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise Invalid(
+                f"unknown field(s) {', '.join(unknown)} in the request body; "
+                f"known fields: {', '.join(allowed)}"
+            )
+        self._data = data
+
+    def text(self, field: str, *, required: bool = False, default: str = "") -> str:
+        value = self._data.get(field)
+        if value is None:
+            if required:
+                raise Invalid(f"field {field!r} is required (a string)")
+            return default
+        if not isinstance(value, str):
+            raise Invalid(f"field {field!r} must be a string, not {_json_type(value)}")
+        if required and not value:
+            raise Invalid(f"field {field!r} must not be empty")
+        return value
+
+    def optional_text(self, field: str) -> str | None:
+        return self.text(field) or None
+
+    def flag(self, field: str) -> bool:
+        value = self._data.get(field, False)
+        if not isinstance(value, bool):
+            raise Invalid(f"field {field!r} must be true or false, not {_json_type(value)}")
+        return value
+
+    def texts(self, field: str) -> tuple[str, ...]:
+        value = self._data.get(field)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise Invalid(f"field {field!r} must be a list of strings")
+        return tuple(value)
+
+    def pairs(self, field: str) -> tuple[tuple[str, str], ...]:
+        value = self._data.get(field)
+        if value is None:
+            return ()
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise Invalid(f"field {field!r} must be an object of string values")
+        return tuple(value.items())
+
+
+def _json_type(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), "null")
+
+
+async def read_body(request: web.Request, allowed: tuple[str, ...]) -> Body:
+    raw = await request.read()
+    if not raw.strip():
+        data: object = {}
+    else:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise Invalid(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise Invalid(f"the request body must be a JSON object, not {_json_type(data)}")
+    return Body(data, allowed)
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+
+def _ops(request: web.Request) -> AdminOps:
+    return request.app[OPS_KEY]
+
+
+def _network_json(core: DriverCore, network: Network) -> dict[str, Any]:
+    return inspect.network_inspect(
+        network, core.endpoints(network_id=network.id), core.sandboxes()
+    )
+
+
+def _container_json(core: DriverCore, sandbox: Sandbox) -> dict[str, Any]:
+    return inspect.container_inspect(
+        sandbox, core.endpoints(sandbox_id=sandbox.id), core.networks()
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    core = _ops(request).core
+    return web.json_response(
+        {"status": "ok", "networks": len(core.networks()), "containers": len(core.sandboxes())}
+    )
+
+
+async def list_networks(request: web.Request) -> web.Response:
+    core = _ops(request).core
+    return web.json_response([_network_json(core, n) for n in core.networks()])
+
+
+NETWORK_FIELDS = (
+    "name",
+    "driver",
+    "subnets",
+    "gateway",
+    "ip_range",
+    "ipv6",
+    "internal",
+    "attachable",
+    "options",
+    "dns_servers",
+)
+
+
+async def create_network(request: web.Request) -> web.Response:
+    body = await read_body(request, NETWORK_FIELDS)
+    spec = NetworkSpec(
+        name=body.text("name", required=True),
+        driver=body.text("driver", default="bridge"),
+        subnets=body.texts("subnets"),
+        gateway=body.optional_text("gateway"),
+        ip_range=body.optional_text("ip_range"),
+        ipv6=body.flag("ipv6"),
+        internal=body.flag("internal"),
+        attachable=body.flag("attachable"),
+        options=body.pairs("options"),
+        dns_servers=body.texts("dns_servers"),
+    )
+    ops = _ops(request)
+    network = await ops.create_network(spec)
+    return web.json_response(_network_json(ops.core, network), status=201)
+
+
+async def get_network(request: web.Request) -> web.Response:
+    core = _ops(request).core
+    return web.json_response(_network_json(core, core.network(request.match_info["ref"])))
+
+
+async def remove_network(request: web.Request) -> web.Response:
+    network = await _ops(request).remove_network(request.match_info["ref"])
+    return web.json_response({"Name": network.name, "Id": network.id})
+
+
+async def connect(request: web.Request) -> web.Response:
+    body = await read_body(request, ("container", "aliases", "ip", "ip6"))
+    spec = ConnectSpec(
+        network=request.match_info["ref"],
+        container=body.text("container", required=True),
+        aliases=body.texts("aliases"),
+        ip=body.optional_text("ip"),
+        ip6=body.optional_text("ip6"),
+    )
+    ops = _ops(request)
+    endpoint = await ops.connect(spec)
+    network = ops.core.network(endpoint.network_id)
+    return web.json_response(inspect.endpoint_json(endpoint, network))
+
+
+async def disconnect(request: web.Request) -> web.Response:
+    body = await read_body(request, ("container",))
+    ops = _ops(request)
+    endpoint = await ops.disconnect(
+        request.match_info["ref"], body.text("container", required=True)
+    )
+    network = ops.core.network(endpoint.network_id)
+    return web.json_response(inspect.endpoint_json(endpoint, network))
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    core = _ops(request).core
+    return web.json_response([_container_json(core, s) for s in core.sandboxes()])
+
+
+CONTAINER_FIELDS = (
+    "name",
+    "hostname",
+    "network",
+    "aliases",
+    "ip",
+    "ip6",
+    "dns",
+    "dns_search",
+    "dns_options",
+    "netns",
+)
+
+
+async def create_container(request: web.Request) -> web.Response:
+    body = await read_body(request, CONTAINER_FIELDS)
+    spec = SandboxSpec(
+        name=body.text("name", required=True),
+        hostname=body.text("hostname"),
+        network=body.text("network", default="bridge"),
+        aliases=body.texts("aliases"),
+        ip=body.optional_text("ip"),
+        ip6=body.optional_text("ip6"),
+        dns=body.texts("dns"),
+        dns_search=body.texts("dns_search"),
+        dns_options=body.texts("dns_options"),
+        netns=body.text("netns"),
+    )
+    ops = _ops(request)
+    sandbox = await ops.create_sandbox(spec)
+    return web.json_response(_container_json(ops.core, sandbox), status=201)
+
+
+async def get_container(request: web.Request) -> web.Response:
+    core = _ops(request).core
+    return web.json_response(_container_json(core, core.sandbox(request.match_info["ref"])))
+
+
+async def remove_container(request: web.Request) -> web.Response:
+    sandbox = await _ops(request).remove_sandbox(request.match_info["ref"])
+    return web.json_response({"Name": sandbox.name, "Id": sandbox.id})
+
+
+async def resolve(request: web.Request) -> web.Response:
+    query = request.query
+    unknown = sorted(set(query) - {"from", "name", "type"})
+    if unknown:
+        raise Invalid(f"unknown query parameter(s) {', '.join(unknown)}: use from, name, type")
+    name = query.get("name", "")
+    if not name:
+        raise Invalid("query parameter 'name' is required: /v1/resolve?name=NAME[&from=C][&type=A]")
+    result = await _ops(request).explain(query.get("from", ""), name, query.get("type") or "A")
+    return web.json_response(result)
+
+
+def make_app(ops: AdminOps) -> web.Application:
+    app = web.Application(middlewares=[errors_as_json])
+    app[OPS_KEY] = ops
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/networks", list_networks)
+    app.router.add_post("/v1/networks", create_network)
+    app.router.add_get("/v1/networks/{ref}", get_network)
+    app.router.add_delete("/v1/networks/{ref}", remove_network)
+    app.router.add_post("/v1/networks/{ref}/connect", connect)
+    app.router.add_post("/v1/networks/{ref}/disconnect", disconnect)
+    app.router.add_get("/v1/containers", list_containers)
+    app.router.add_post("/v1/containers", create_container)
+    app.router.add_get("/v1/containers/{ref}", get_container)
+    app.router.add_delete("/v1/containers/{ref}", remove_container)
+    app.router.add_get("/v1/resolve", resolve)
+    return app
