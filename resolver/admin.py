@@ -182,9 +182,7 @@ def _ops(request: web.Request) -> AdminOps:
 
 
 def _network_json(core: DriverCore, network: Network) -> dict[str, Any]:
-    return inspect.network_inspect(
-        network, core.endpoints(network_id=network.id), core.sandboxes()
-    )
+    return inspect.network_inspect(network, core.endpoints(network_id=network.id), core.sandboxes())
 
 
 def _container_json(core: DriverCore, sandbox: Sandbox) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def _gateway(network: Network, version: int) -> str:
 
 
 def _with_prefix(network: Network, address: IPAddress | None) -> str:
-    """"10.0.1.2/24" as Docker's network inspect writes it; "" without an address."""
+    """ "10.0.1.2/24" as Docker's network inspect writes it; "" without an address."""
     if address is None:
         return ""
     subnet = _subnet_of(network, address)

@@ -84,9 +84,11 @@ class Resolver:
         return Decision(lookup, result.reply, result.path, result.upstream, result.elapsed)
 
     def lookup(self, sandbox_id: str, request: DNSRecord) -> Lookup:
-        if request.q.qclass != CLASS.IN:
-            # Container names exist only in class IN; CHAOS and friends belong to the upstream.
-            return self.table.not_local(sandbox_id, str(request.q.qname), request.q.qtype)
+        qname = request.q.qname
+        if request.q.qclass != CLASS.IN or any(b"." in label for label in qname.label):
+            # Container names exist only in class IN, and never hold a dot inside one label
+            # (`web\.appnet` is not `web.appnet`): such questions belong to the upstream.
+            return self.table.not_local(sandbox_id, str(qname), request.q.qtype)
         return self.table.lookup(sandbox_id, str(request.q.qname), request.q.qtype)
 
 

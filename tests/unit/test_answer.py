@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import struct
 from ipaddress import ip_address
@@ -9,8 +10,19 @@ from ipaddress import ip_address
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
 
+from drivers.model import (
+    Driver,
+    Endpoint,
+    EndpointAttached,
+    Network,
+    NetworkCreated,
+    Sandbox,
+    SandboxCreated,
+)
 from resolver.answer import fit_udp, local_reply, parse_query
-from resolver.names import Lookup, Outcome, Rule, SrvTarget
+from resolver.forward import Forwarder
+from resolver.names import Lookup, NameTable, Outcome, Rule, SrvTarget
+from resolver.resolve import Resolver
 
 
 def query(name: str, qtype: str = "A", *, edns: int | None = None, rd: bool = True) -> DNSRecord:
@@ -146,3 +158,24 @@ def test_r16_good_query_parses() -> None:
     parsed = parse_query(header() + QUESTION)
     assert isinstance(parsed, DNSRecord)
     assert str(parsed.q.qname) == "web."
+
+
+def test_r3_a_dot_inside_one_label_is_not_a_qualified_name() -> None:
+    """`\\x0aweb.appnet` is one label: it must not answer as `web` on `appnet` (R3)."""
+    table = NameTable()
+    table.apply(NetworkCreated(Network(id="n", name="appnet", driver=Driver.BRIDGE)))
+    for sid, name, addr in (("a" * 64, "client", "10.0.0.2"), ("b" * 64, "web", "10.0.0.3")):
+        table.apply(SandboxCreated(Sandbox(id=sid, name=name)))
+        endpoint = Endpoint(
+            id=name, network_id="n", sandbox_id=sid, name=name, ipv4=ip_address(addr)
+        )
+        table.apply(EndpointAttached(endpoint))
+    resolver = Resolver(table, Forwarder(default_servers=lambda: []))
+    packet = header() + b"\x0aweb.appnet\x00\x00\x01\x00\x01"
+    request = parse_query(packet)
+    assert isinstance(request, DNSRecord)
+    decision = asyncio.run(resolver.decide("a" * 64, request, packet, tcp=False))
+    assert decision.lookup.outcome is Outcome.FORWARD
+    normal = DNSRecord.question("web.appnet").pack()
+    plain = asyncio.run(resolver.decide("a" * 64, DNSRecord.parse(normal), normal, tcp=False))
+    assert plain.lookup.outcome is Outcome.RECORDS

@@ -1,0 +1,664 @@
+"""The `netdns` command: docker's words for networks and containers, over the admin API.
+
+Every command talks to the daemon through resolver.client (except `daemon`, which is the
+daemon, and `exec`, which also runs a process in the container's namespace). Output is a table
+or text by default and JSON with `--format json`; `inspect` always prints a JSON array, as
+docker does. Failures print one line, `netdns: <reason>`, on stderr and exit with the code of
+the error's class (drivers/errors.py), mapped from the API's HTTP status in one place
+(`exit_code`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from drivers.errors import Conflict, Invalid, NetdnsError, NotFound, Unsupported
+from resolver import inspect
+from resolver.client import DEFAULT_HOST, HOST_ENV, Client, ClientError
+
+PROG = "netdns"
+NAMED_NETNS_DIR = "/run/netns/"
+
+# -- errors and exit codes (the one place) ---------------------------------------------------
+
+_ERROR_CLASSES = (Invalid, NotFound, Conflict, Unsupported)
+_EXIT_BY_STATUS = {cls.http_status: cls.exit_code for cls in _ERROR_CLASSES}
+
+
+def exit_code(status: int) -> int:
+    """The exit code for an API error's HTTP status (0: no answer at all -> the generic 1)."""
+    return _EXIT_BY_STATUS.get(status, NetdnsError.exit_code)
+
+
+def report(message: str, err: TextIO) -> None:
+    """One line on stderr, whatever the message holds."""
+    print(f"{PROG}: {' '.join(message.split())}", file=err)
+
+
+def fail(exc: BaseException, err: TextIO) -> int:
+    if isinstance(exc, ClientError):
+        report(exc.message, err)
+        return exit_code(exc.status)
+    if isinstance(exc, NetdnsError):
+        report(str(exc), err)
+        return exc.exit_code
+    raise exc
+
+
+# -- output helpers ---------------------------------------------------------------------------
+
+
+def print_json(value: Any, out: TextIO) -> None:
+    print(json.dumps(value, indent=4), file=out)
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    """Columns padded as docker pads them: the widest cell plus three spaces."""
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    for line in [list(columns), *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=True)]
+        print("   ".join(cells).rstrip(), file=out)
+
+
+def option_pairs(values: Sequence[str], flag: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise Invalid(f"{flag} {value!r}: expected KEY=VALUE (for example parent=eth0)")
+        pairs[key] = val
+    return pairs
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+class Context:
+    """What a command handler gets: its arguments, the output streams and the client."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+        self.args = args
+        self.out = out
+        self.err = err
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.args.host)
+        return self._client
+
+    @property
+    def json(self) -> bool:
+        return getattr(self.args, "format", "table") == "json"
+
+
+def cmd_network_create(ctx: Context) -> int:
+    a = ctx.args
+    created = ctx.client.create_network(
+        name=a.name,
+        driver=a.driver,
+        subnets=a.subnet,
+        gateway=a.gateway,
+        ip_range=a.ip_range,
+        ipv6=a.ipv6,
+        internal=a.internal,
+        attachable=a.attachable,
+        options=option_pairs(a.opt, "-o"),
+        dns_servers=a.dns,
+    )
+    if ctx.json:
+        print_json(created, ctx.out)
+    else:
+        print(created["Id"], file=ctx.out)
+    return 0
+
+
+def cmd_network_ls(ctx: Context) -> int:
+    rows = [inspect.network_row(n) for n in ctx.client.networks()]
+    if ctx.args.quiet:
+        for row in rows:
+            print(row["ID"], file=ctx.out)
+    elif ctx.json:
+        print_json(rows, ctx.out)
+    else:
+        print_table(inspect.NETWORK_COLUMNS, [inspect.row_cells(r) for r in rows], ctx.out)
+    return 0
+
+
+def _inspect_each(ctx: Context, fetch: Callable[[str], Any]) -> int:
+    """docker's inspect: the array of those found, one error line for each one that is not."""
+    found, code = [], 0
+    for name in ctx.args.names:
+        try:
+            found.append(fetch(name))
+        except ClientError as exc:
+            code = fail(exc, ctx.err)
+    print_json(found, ctx.out)
+    return code
+
+
+def _remove_each(ctx: Context, remove: Callable[[str], Any]) -> int:
+    """docker's rm: remove each, print each name removed; go on past failures."""
+    code = 0
+    for name in ctx.args.names:
+        try:
+            remove(name)
+        except ClientError as exc:
+            code = fail(exc, ctx.err)
+        else:
+            print(name, file=ctx.out)
+    return code
+
+
+def cmd_network_inspect(ctx: Context) -> int:
+    return _inspect_each(ctx, ctx.client.network)
+
+
+def cmd_network_rm(ctx: Context) -> int:
+    return _remove_each(ctx, ctx.client.remove_network)
+
+
+def cmd_network_connect(ctx: Context) -> int:
+    a = ctx.args
+    endpoint = ctx.client.connect(a.network, a.container, aliases=a.alias, ip=a.ip, ip6=a.ip6)
+    if ctx.json:
+        print_json(endpoint, ctx.out)
+    return 0
+
+
+def cmd_network_disconnect(ctx: Context) -> int:
+    endpoint = ctx.client.disconnect(ctx.args.network, ctx.args.container)
+    if ctx.json:
+        print_json(endpoint, ctx.out)
+    return 0
+
+
+def cmd_container_create(ctx: Context) -> int:
+    a = ctx.args
+    created = ctx.client.create_container(
+        name=a.name,
+        hostname=a.hostname,
+        network=a.network,
+        aliases=a.network_alias,
+        ip=a.ip,
+        ip6=a.ip6,
+        dns=a.dns,
+        dns_search=a.dns_search,
+        dns_options=a.dns_option,
+        netns=a.netns,
+    )
+    if ctx.json:
+        print_json(created, ctx.out)
+    else:
+        print(created["Id"], file=ctx.out)
+    return 0
+
+
+def cmd_container_ls(ctx: Context) -> int:
+    rows = [inspect.container_row(c) for c in ctx.client.containers()]
+    if ctx.args.quiet:
+        for row in rows:
+            print(row["ID"], file=ctx.out)
+    elif ctx.json:
+        print_json(rows, ctx.out)
+    else:
+        print_table(inspect.CONTAINER_COLUMNS, [inspect.row_cells(r) for r in rows], ctx.out)
+    return 0
+
+
+def cmd_container_inspect(ctx: Context) -> int:
+    return _inspect_each(ctx, ctx.client.container)
+
+
+def cmd_container_rm(ctx: Context) -> int:
+    return _remove_each(ctx, ctx.client.remove_container)
+
+
+def exec_argv(sandbox_key: str, command: Sequence[str]) -> list[str]:
+    """How to run `command` in a container whose namespace is at `sandbox_key`: a named
+    namespace through `ip netns exec` (which also bind-mounts its /etc/netns resolv.conf), an
+    adopted one through nsenter, a host-network container (no namespace) as it is."""
+    if not sandbox_key:
+        return list(command)
+    if sandbox_key.startswith(NAMED_NETNS_DIR) and "/" not in sandbox_key[len(NAMED_NETNS_DIR) :]:
+        return ["ip", "netns", "exec", sandbox_key[len(NAMED_NETNS_DIR) :], *command]
+    return ["nsenter", f"--net={sandbox_key}", *command]
+
+
+def cmd_exec(ctx: Context) -> int:
+    command = list(ctx.args.argv)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise Invalid("exec: no command given: netdns exec NAME -- CMD [ARG...]")
+    container = ctx.client.container(ctx.args.name)
+    argv = exec_argv(container["NetworkSettings"]["SandboxKey"], command)
+    try:
+        return subprocess.run(argv, check=False).returncode
+    except FileNotFoundError as exc:
+        raise NetdnsError(f"exec: cannot run {argv[0]!r}: {exc.strerror}") from None
+
+
+def format_explanation(result: dict[str, Any]) -> list[str]:
+    """`netdns resolve` as text: the answer, the rule and path, and where the name lives."""
+    asker = f"from {result['from']}" if result.get("from") else "from no container"
+    lines = [f"{result['name']} {result['type']} {asker}: {result['rcode']}"]
+    lines += [f"  {rr}" for rr in result.get("answers", [])]
+    lines += [f"  (additional) {rr}" for rr in result.get("additional", [])]
+    if not result.get("answers"):
+        lines.append("  (no records)")
+    rule = f"rule {result['rule']} ({result['outcome']}"
+    rule += f", network {result['network']})" if result.get("network") else ")"
+    path = result["path"]
+    if result.get("upstream"):
+        path += f" via {result['upstream']}"
+    lines.append(f"{rule}; path {path}; {result.get('elapsed_ms', 0)} ms")
+    if result.get("path") != "local" or result.get("outcome") in ("forward", "nxdomain"):
+        holding = result.get("networks_holding") or []
+        lines.append(
+            f"not local to this container; networks holding {result['name']!r}: "
+            + (", ".join(holding) if holding else "none")
+        )
+    return lines
+
+
+def cmd_resolve(ctx: Context) -> int:
+    a = ctx.args
+    result = ctx.client.resolve(a.name, source=a.source, qtype=a.type)
+    if ctx.json:
+        print_json(result, ctx.out)
+    else:
+        for line in format_explanation(result):
+            print(line, file=ctx.out)
+    return 0
+
+
+def cmd_demo(ctx: Context) -> int:
+    from resolver.demo import run_demo
+
+    return run_demo(ctx.client, out=ctx.out)
+
+
+def cmd_daemon(ctx: Context) -> int:
+    # Imported here: the daemon pulls in the resolver, drivers and pyroute2, which the other
+    # commands do not need.
+    from resolver import daemon
+
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} daemon",
+        description=DAEMON_DESCRIPTION,
+        epilog=DAEMON_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    daemon.add_arguments(parser)
+    return daemon.main(parser.parse_args(ctx.args.daemon_args))
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+DAEMON_DESCRIPTION = (
+    "Run the netdns daemon: networks, containers and the embedded DNS server (127.0.0.11 in "
+    "every container on a user-defined network), with the admin API on a root-only unix socket."
+)
+DAEMON_EXAMPLES = """examples:
+  netdns daemon
+  netdns daemon --dns 127.0.0.53 --local-ttl 5
+  netdns daemon --root /tmp/nd --admin unix:///tmp/nd/admin.sock --dns 127.1.2.3
+"""
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _format_option(parser: argparse.ArgumentParser, *choices: str) -> None:
+    parser.add_argument(
+        "--format",
+        choices=choices or ("table", "json"),
+        default=(choices or ("table",))[0],
+        help="output format (default %(default)s)",
+    )
+
+
+class _Subcommands:
+    """Adds subcommands with a description, examples and a handler each."""
+
+    def __init__(self, parser: argparse.ArgumentParser, dest: str, title: str) -> None:
+        self._sub = parser.add_subparsers(dest=dest, metavar="COMMAND", title=title)
+        self._sub.required = True
+
+    def add(
+        self,
+        name: str,
+        handler: Callable[[Context], int] | None,
+        summary: str,
+        description: str,
+        examples: Sequence[str],
+        aliases: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> argparse.ArgumentParser:
+        parser = self._sub.add_parser(
+            name,
+            aliases=list(aliases),
+            help=summary,
+            description=description,
+            epilog=_examples(*examples) if examples else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kwargs,
+        )
+        if handler is not None:
+            parser.set_defaults(handler=handler)
+        return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("netdns")
+    except Exception:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "netdns: embedded DNS and service discovery for container networks. Networks and "
+            "containers (network namespaces) as docker makes them, and 127.0.0.11 in each "
+            "container answering the names of its networks."
+        ),
+        epilog=_examples(
+            "netdns network create alpine-net",
+            "netdns container create --name alpine1 --network alpine-net",
+            "netdns exec alpine1 -- getent hosts alpine1",
+            "netdns resolve --from alpine1 alpine1",
+            "netdns demo",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    parser.add_argument(
+        "--host",
+        default=None,
+        metavar="unix:///PATH|tcp://HOST:PORT",
+        help=f"the daemon's admin API (default ${HOST_ENV}, else {DEFAULT_HOST}); over tcp "
+        "the token comes from $NETDNS_TOKEN",
+    )
+    commands = _Subcommands(parser, "command", "commands")
+
+    # network ...
+    network = commands.add(
+        "network",
+        None,
+        "manage networks",
+        "Create, list, inspect and remove networks; connect containers to them.",
+        ["netdns network ls", "netdns network create --subnet 10.10.0.0/24 app"],
+    )
+    networks = _Subcommands(network, "network_command", "network commands")
+    p = networks.add(
+        "create",
+        cmd_network_create,
+        "create a network",
+        "Create a network and print its id. Containers on it resolve each other by name "
+        "(not on the default bridge). Without --subnet a free one is picked.",
+        [
+            "netdns network create alpine-net",
+            "netdns network create --subnet 10.10.0.0/24 --gateway 10.10.0.1 app",
+            "netdns network create --ipv6 --subnet fd00:10::/64 --internal backend",
+            "netdns network create -d macvlan --subnet 192.0.2.0/24 -o parent=eth0.50 vlan50",
+        ],
+    )
+    p.add_argument(
+        "-d",
+        "--driver",
+        default="bridge",
+        choices=["bridge", "macvlan", "ipvlan", "overlay"],
+        help="network driver (default %(default)s)",
+    )
+    p.add_argument("--subnet", action="append", default=[], metavar="CIDR", help="repeatable")
+    p.add_argument("--gateway", metavar="IP", help="gateway of the IPv4 subnet")
+    p.add_argument("--ip-range", metavar="CIDR", help="allocate container addresses from this")
+    p.add_argument("--ipv6", action="store_true", help="give containers IPv6 addresses too")
+    p.add_argument("--internal", action="store_true", help="no route out; names never forwarded")
+    p.add_argument(
+        "--attachable", action="store_true", help="(overlay) allow standalone containers"
+    )
+    p.add_argument(
+        "-o",
+        "--opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="driver option, e.g. parent=eth0, macvlan_mode=bridge, ipvlan_mode=l2 (repeatable)",
+    )
+    p.add_argument(
+        "--dns", action="append", default=[], metavar="IP[:PORT]", help="upstream for this network"
+    )
+    p.add_argument("name", metavar="NAME")
+    _format_option(p)
+
+    p = networks.add(
+        "ls",
+        cmd_network_ls,
+        "list networks",
+        "List networks: id, name, driver, scope.",
+        ["netdns network ls", "netdns network ls --format json"],
+        aliases=["list"],
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
+    _format_option(p)
+
+    p = networks.add(
+        "inspect",
+        cmd_network_inspect,
+        "show networks in detail (JSON)",
+        "Print a JSON array with each network as `docker network inspect` shows it: IPAM, "
+        "options, and the containers on it with their addresses.",
+        ["netdns network inspect alpine-net", "netdns network inspect bridge alpine-net"],
+    )
+    p.add_argument("names", nargs="+", metavar="NAME")
+    _format_option(p, "json")
+
+    p = networks.add(
+        "rm",
+        cmd_network_rm,
+        "remove networks",
+        "Remove networks (they must have no containers); prints each name removed.",
+        ["netdns network rm alpine-net"],
+        aliases=["remove"],
+    )
+    p.add_argument("names", nargs="+", metavar="NAME")
+
+    p = networks.add(
+        "connect",
+        cmd_network_connect,
+        "connect a container to a network",
+        "Connect a container to one more network; its names there answer at once.",
+        [
+            "netdns network connect bridge alpine4",
+            "netdns network connect --alias db --ip 10.10.0.50 app alpine2",
+        ],
+    )
+    p.add_argument(
+        "--alias", action="append", default=[], metavar="NAME", help="extra name (repeatable)"
+    )
+    p.add_argument("--ip", metavar="IP", help="IPv4 address on the network")
+    p.add_argument("--ip6", metavar="IP", help="IPv6 address on the network")
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    _format_option(p)
+
+    p = networks.add(
+        "disconnect",
+        cmd_network_disconnect,
+        "disconnect a container from a network",
+        "Disconnect a container from a network; its names there stop answering at once.",
+        ["netdns network disconnect alpine-net alpine2"],
+    )
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    _format_option(p)
+
+    # container ...
+    container = commands.add(
+        "container",
+        None,
+        "manage containers (network namespaces)",
+        "A container is a network namespace: netdns makes a named one (`ip netns exec NAME` "
+        "enters it) or adopts one made by another runtime (--netns).",
+        ["netdns container ls", "netdns container create --name web --network app"],
+    )
+    containers = _Subcommands(container, "container_command", "container commands")
+    p = containers.add(
+        "create",
+        cmd_container_create,
+        "create a container",
+        "Create a container (a network namespace) on a network and print its id. On a "
+        "user-defined network it gets 127.0.0.11 in its resolv.conf.",
+        [
+            "netdns container create --name alpine1 --network alpine-net",
+            "netdns container create --name alpine3            # the default bridge",
+            "netdns container create --name db --network app --network-alias database "
+            "--ip 10.10.0.5",
+            "netdns container create --name c1 --netns /proc/1234/ns/net --network app",
+        ],
+    )
+    p.add_argument("--name", required=True, help="container name (required)")
+    p.add_argument("--hostname", default="", help="host name (default: the name)")
+    p.add_argument("--network", default="bridge", help="network to join (default %(default)s)")
+    p.add_argument(
+        "--network-alias",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="extra name on that network (repeatable)",
+    )
+    p.add_argument("--ip", metavar="IP", help="IPv4 address on the network")
+    p.add_argument("--ip6", metavar="IP", help="IPv6 address on the network")
+    p.add_argument(
+        "--dns", action="append", default=[], metavar="IP", help="upstream server (repeatable)"
+    )
+    p.add_argument(
+        "--dns-search", action="append", default=[], metavar="DOMAIN", help="(repeatable)"
+    )
+    p.add_argument("--dns-option", action="append", default=[], metavar="OPT", help="e.g. ndots:2")
+    p.add_argument(
+        "--netns", default="", metavar="PATH", help="adopt this namespace (/proc/PID/ns/net)"
+    )
+    _format_option(p)
+
+    p = containers.add(
+        "ls",
+        cmd_container_ls,
+        "list containers",
+        "List containers: id, name, networks and addresses.",
+        ["netdns container ls", "netdns container ls --format json"],
+        aliases=["list"],
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
+    _format_option(p)
+
+    p = containers.add(
+        "inspect",
+        cmd_container_inspect,
+        "show containers in detail (JSON)",
+        "Print a JSON array with each container as `docker container inspect` shows its "
+        "network part: SandboxKey (the namespace), DNS settings, and each network's addresses.",
+        ["netdns container inspect alpine1"],
+    )
+    p.add_argument("names", nargs="+", metavar="NAME")
+    _format_option(p, "json")
+
+    p = containers.add(
+        "rm",
+        cmd_container_rm,
+        "remove containers",
+        "Disconnect containers from all networks and remove the namespaces netdns made; "
+        "prints each name removed.",
+        ["netdns container rm alpine1 alpine2"],
+        aliases=["remove"],
+    )
+    p.add_argument("names", nargs="+", metavar="NAME")
+
+    # the rest
+    p = commands.add(
+        "exec",
+        cmd_exec,
+        "run a command inside a container",
+        "Run a command in the container's network namespace and exit with its exit code "
+        "(a named namespace through `ip netns exec`, so it sees the container's resolv.conf; "
+        "an adopted one through nsenter).",
+        ["netdns exec alpine1 -- getent hosts alpine2", "netdns exec alpine1 -- ip addr"],
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+
+    p = commands.add(
+        "resolve",
+        cmd_resolve,
+        "what a container would get for a name, and why",
+        "Ask the daemon what a query from CONTAINER would get: the answers, the rule "
+        "(R-number, see RESOLUTION.md) that decided, the path (local, cache, upstream), and "
+        "for a name that is not local the networks that hold it.",
+        [
+            "netdns resolve --from alpine1 alpine2",
+            "netdns resolve --from alpine1 --type AAAA alpine2",
+            "netdns resolve --from alpine1 example.com --format json",
+        ],
+    )
+    p.add_argument("--from", dest="source", default="", metavar="CONTAINER")
+    p.add_argument("-t", "--type", default="A", help="record type (default %(default)s)")
+    p.add_argument("name", metavar="NAME")
+    _format_option(p)
+
+    commands.add(
+        "demo",
+        cmd_demo,
+        "play docker's standalone-containers networking tutorial, live",
+        "Create alpine-net and containers alpine1..alpine4 as docker's tutorial does, show "
+        "which names each resolves (real getent in each namespace), disconnect and reconnect "
+        "one live, then remove everything it made. Needs a running daemon and root.",
+        ["netdns demo"],
+    )
+
+    # The daemon's flags (and its --help) belong to its own parser, built in cmd_daemon: main
+    # hands it every argument after `daemon`.
+    commands.add("daemon", cmd_daemon, "run the daemon", DAEMON_DESCRIPTION, [], add_help=False)
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "daemon":
+        args.daemon_args = unknown
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    ctx = Context(args, out, err)
+    try:
+        return args.handler(ctx)
+    except (ClientError, NetdnsError) as exc:
+        return fail(exc, err)
+    except KeyboardInterrupt:
+        report("interrupted", err)
+        return 130
+    except BrokenPipeError:
+        # `netdns network ls | head`: the reader left; not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
