@@ -1,14 +1,18 @@
 """The bench's name space and the dnsperf data files (workloads) that query it.
 
-A `Zone` fixes every name a run uses: the containers `c0..c{N-1}` the resolver knows locally
-(and their addresses), the forwarded names `fwd<i>.bench.test` the upstream serves, and the
-unknown names `nx<i>.bench.test` the upstream answers NXDOMAIN for. The server, the upstream and
-the workloads all derive their names from one Zone, so they cannot disagree.
+A `Zone` fixes every name a run uses: the containers `c0..c{N-1}` every peer knows locally
+(and their addresses), the alias `web` the first ten of them share, the forwarded names
+`fwd<i>.bench.test` the upstream serves, and the unknown names `nx<i>.bench.test` the upstream
+answers NXDOMAIN for. The servers, the upstream and the workloads all derive their names from
+one Zone, so they cannot disagree.
 
-Workloads (ids kept stable across issues, later ones add W2, W3, W6, ...):
+Workloads (ids stable across issues):
   W1  A of container names: local answers from the name table.
+  W2  AAAA of the same, IPv4-only, names: NODATA (R6).
+  W3  A of the shared alias: ten addresses in one answer (R4).
   W4  A of forwarded names, a small set repeated: after the first round, cache hits (R13).
   W5  A of unknown names, many distinct ones: forwarded, the upstream says NXDOMAIN.
+  W6  PTR of container addresses (R8).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ CONTAINER_SUBNET = IPv4Network("10.128.0.0/9")
 CONTAINER_GATEWAY = CONTAINER_SUBNET[1]
 FORWARD_SUBNET = IPv4Network("10.64.0.0/10")
 MAX_NAMES = 1_000_000
+SHARED_NAME = "web"  # the alias of W3; no container is called that
+SHARED_MEMBERS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +52,17 @@ class Zone:
     def container_address(self, index: int) -> IPv4Address:
         # +2: skip the network address and the gateway
         return CONTAINER_SUBNET[index + 2]
+
+    def shared_members(self) -> range:
+        """Indices of the containers that carry the shared alias (all of them below ten)."""
+        return range(min(SHARED_MEMBERS, self.names))
+
+    def aliases(self, index: int) -> tuple[str, ...]:
+        return (SHARED_NAME,) if index in self.shared_members() else ()
+
+    def reverse_names(self) -> Iterator[str]:
+        """The in-addr.arpa name of each container address, in container order."""
+        return (self.container_address(i).reverse_pointer for i in range(self.names))
 
     def forwarded_names(self) -> Iterator[str]:
         return (f"fwd{i}.{FORWARD_DOMAIN}" for i in range(self.forwarded))
@@ -73,11 +90,25 @@ class Workload:
         return path
 
 
+def _queries(names: Iterator[str], qtype: str = "A") -> Iterator[str]:
+    return (f"{name} {qtype}" for name in names)
+
+
 def _a_queries(names: Iterator[str]) -> Iterator[str]:
-    return (f"{name} A" for name in names)
+    return _queries(names, "A")
 
 
 W1 = Workload("W1", "A, container names (local)", lambda z: _a_queries(z.container_names()))
+W2 = Workload(
+    "W2",
+    "AAAA, IPv4-only container names (NODATA)",
+    lambda z: _queries(z.container_names(), "AAAA"),
+)
+W3 = Workload(
+    "W3",
+    f"A, a name with {SHARED_MEMBERS} addresses (shared alias)",
+    lambda z: iter((f"{SHARED_NAME} A",)),
+)
 W4 = Workload(
     "W4", "A, forwarded names (repeated: cache hits)", lambda z: _a_queries(z.forwarded_names())
 )
@@ -85,7 +116,11 @@ W5 = Workload(
     "W5", "A, unknown names (forwarded, NXDOMAIN)", lambda z: _a_queries(z.unknown_names())
 )
 
-WORKLOADS: dict[str, Workload] = {w.id: w for w in (W1, W4, W5)}
+W6 = Workload(
+    "W6", "PTR, container addresses (local)", lambda z: _queries(z.reverse_names(), "PTR")
+)
+
+WORKLOADS: dict[str, Workload] = {w.id: w for w in (W1, W2, W3, W4, W5, W6)}
 
 
 def select(ids: str) -> list[Workload]:

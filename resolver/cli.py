@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -23,6 +24,7 @@ from resolver import inspect
 from resolver.client import DEFAULT_HOST, HOST_ENV, Client, ClientError
 
 PROG = "netdns"
+HELP_WIDTH = 78
 NAMED_NETNS_DIR = "/run/netns/"
 
 # -- errors and exit codes (the one place) ---------------------------------------------------
@@ -259,7 +261,9 @@ def format_explanation(result: dict[str, Any]) -> list[str]:
     path = result["path"]
     if result.get("upstream"):
         path += f" via {result['upstream']}"
-    lines.append(f"{rule}; path {path}; {result.get('elapsed_ms', 0)} ms")
+    if path != "local":  # a local answer takes no measurable time
+        path += f" in {result.get('elapsed_ms', 0):g} ms"
+    lines.append(f"{rule}; path {path}")
     if result.get("path") != "local" or result.get("outcome") in ("forward", "nxdomain"):
         holding = result.get("networks_holding") or []
         lines.append(
@@ -293,7 +297,7 @@ def cmd_daemon(ctx: Context) -> int:
 
     parser = argparse.ArgumentParser(
         prog=f"{PROG} daemon",
-        description=DAEMON_DESCRIPTION,
+        description=textwrap.fill(DAEMON_DESCRIPTION, HELP_WIDTH),
         epilog=DAEMON_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -348,7 +352,7 @@ class _Subcommands:
             name,
             aliases=list(aliases),
             help=summary,
-            description=description,
+            description=textwrap.fill(description, HELP_WIDTH),
             epilog=_examples(*examples) if examples else None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
             **kwargs,
@@ -370,10 +374,11 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description=(
+        description=textwrap.fill(
             "netdns: embedded DNS and service discovery for container networks. Networks and "
             "containers (network namespaces) as docker makes them, and 127.0.0.11 in each "
-            "container answering the names of its networks."
+            "container answering the names of its networks.",
+            HELP_WIDTH,
         ),
         epilog=_examples(
             "netdns network create alpine-net",

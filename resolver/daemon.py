@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import secrets
@@ -172,7 +173,7 @@ class Daemon:
         """What `sandbox_ref` would get for `name`, which rule gave it, and by which path."""
         sandbox_id = self.core.sandbox(sandbox_ref).id if sandbox_ref else ""
         qtype = qtype.upper()
-        if getattr(QTYPE, qtype, None) is None:
+        if qtype not in QTYPE.reverse:
             raise Invalid(f"type {qtype!r}: not a DNS record type (try A, AAAA, PTR, SRV, MX, TXT)")
         try:
             request = DNSRecord.question(name, qtype)
@@ -271,6 +272,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="this host's name in a cluster (default: the hostname)",
     )
     parser.add_argument(
+        "--bridge",
+        default="netdns0",
+        metavar="NAME",
+        help="Linux bridge of the default `bridge` network (default %(default)s)",
+    )
+    parser.add_argument(
+        "--resolv-conf",
+        type=Path,
+        default=Path("/etc/resolv.conf"),
+        metavar="PATH",
+        help="the host's resolv.conf: default upstreams without --dns, and the nameservers of "
+        "containers without embedded DNS (default %(default)s)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     parser.add_argument(
@@ -306,10 +321,22 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         root=args.root, admin=args.admin, admin_tcp=args.admin_tcp, store=args.store,
         host_name=args.host_name, bridge=args.bridge, log_level=args.log_level, dns=tuple(args.dns),
         local_ttl=args.local_ttl, no_cache=args.no_cache, max_inflight=args.max_inflight,
+        resolv_conf=args.resolv_conf,
     )  # fmt: skip
 
 
+def _quiet_children() -> None:
+    """In a forked child (pyroute2 forks to work in other namespaces): forget the loop's
+    signal handling. The child inherits the wakeup fd, and the SIGTERM its parent later sends
+    it would otherwise reach the daemon's loop as if the daemon itself were told to stop."""
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 async def serve(config: DaemonConfig) -> None:
+    os.register_at_fork(after_in_child=_quiet_children)
     daemon = Daemon(config)
     await daemon.start()
     loop = asyncio.get_running_loop()

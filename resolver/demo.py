@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -23,10 +24,15 @@ CONTAINERS = ("alpine1", "alpine2", "alpine3", "alpine4")
 GETENT_TIMEOUT = 4.0  # seconds; a name that is not local may wait on a slow upstream
 
 
+# How the demo asks a container for a name: (container, name) -> first address or "".
+Getent = Callable[[str, str], str]
+
+
 @dataclass
 class Demo:
     client: Client
     out: TextIO
+    getent: Getent
     made: list[tuple[str, str]] = field(default_factory=list)  # ("network"|"container", name)
 
     def say(self, text: str = "") -> None:
@@ -56,10 +62,9 @@ class Demo:
         self.made.append(("container", name))
         self.say(created["Id"])
 
-    def connect(self, network: str, container: str) -> None:
-        self.step(
-            f"connect {container} to {network} as well", f"network connect {network} {container}"
-        )
+    def connect(self, network: str, container: str, title: str = "") -> None:
+        title = title or f"connect {container} to {network} as well"
+        self.step(title, f"network connect {network} {container}")
         self.client.connect(network, container)
 
     def disconnect(self, network: str, container: str) -> None:
@@ -81,7 +86,7 @@ class Demo:
         self.say("  (`netdns exec SRC -- getent hosts NAME` in each container; - : not resolved)")
         pairs = [(src, name) for src in sources for name in targets]
         with ThreadPoolExecutor(max_workers=len(pairs)) as pool:
-            answers = dict(zip(pairs, pool.map(lambda p: getent(*p), pairs), strict=True))
+            answers = dict(zip(pairs, pool.map(lambda p: self.getent(*p), pairs), strict=True))
         rows = [["FROM \\ NAME", *targets]]
         rows += [[src, *(answers[src, name] or "-" for name in targets)] for src in sources]
         self._table(rows)
@@ -135,8 +140,10 @@ def _exists(client: Client, fetch: str, name: str) -> bool:
     return True
 
 
-def run_demo(client: Client, out: TextIO = sys.stdout) -> int:
-    demo = Demo(client, out)
+def run_demo(client: Client, out: TextIO = sys.stdout, *, resolve_in: Getent | None = None) -> int:
+    """Play the tutorial against the daemon behind `client`; 0 when it ran through.
+    `resolve_in` replaces the real getent (tests without namespaces)."""
+    demo = Demo(client, out, resolve_in or getent)
     try:
         if _exists(client, "network", NETWORK):
             demo.say(
@@ -179,15 +186,16 @@ def _play(demo: Demo) -> int:
 
     demo.step("why: the rule behind an answer", "resolve --from alpine1 alpine2")
     explained = demo.client.resolve("alpine2", source="alpine1")
+    answers = ", ".join(" ".join(rr.split()) for rr in explained["answers"])
     demo.say(
-        f"  {explained['rcode']} {', '.join(explained['answers']) or '(no records)'}; "
+        f"  {explained['rcode']} {answers or '(no records)'}; "
         f"rule {explained['rule']} on {explained.get('network') or '-'}, path {explained['path']}"
     )
 
     demo.disconnect(NETWORK, "alpine2")
     demo.say("  alpine2 left alpine-net: alpine1 no longer resolves it, at once (R18)")
     demo.show_resolution(("alpine1",), ("alpine2",))
-    demo.connect(NETWORK, "alpine2")
+    demo.connect(NETWORK, "alpine2", f"connect alpine2 back to {NETWORK}")
     demo.say("  alpine2 is back on alpine-net (a new address, maybe): alpine1 resolves it again")
     demo.show_resolution(("alpine1",), ("alpine2",))
     return 0

@@ -23,6 +23,8 @@ from pathlib import Path
 from tests.upstreams import Dnsmasq, free_loopback_address
 
 NETDNS = [sys.executable, "-m", "resolver.cli"]
+DEFAULT_BRIDGE_GATEWAY = "172.17.0.1"
+OUTSIDE_NAME, OUTSIDE_ADDRESS = "outside.test", "192.0.2.10"  # served by the test's dnsmasq
 
 
 def suffix() -> str:
@@ -101,11 +103,16 @@ def start_daemon(root: Path, upstream: str, *extra: str, bridge: str = "") -> Da
     bridge = bridge or f"nd{suffix()}"
     sock = root / "admin.sock"
     log = root / "daemon.log"
-    process = subprocess.Popen(
-        [*NETDNS, "daemon", "--root", str(root / "state"), "--admin", f"unix://{sock}",
-         "--dns", upstream, "--bridge", bridge, "--log-level", "debug", *extra],
-        stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    # The host resolv.conf the daemon sees: containers without embedded DNS get its nameserver,
+    # the default bridge's own gateway, a link the test made, where nothing answers port 53.
+    resolv = root / "host-resolv.conf"
+    resolv.write_text(f"nameserver {DEFAULT_BRIDGE_GATEWAY}\n")
+    command = [
+        *NETDNS, "daemon", "--root", str(root / "state"), "--admin", f"unix://{sock}",
+        "--dns", upstream, "--bridge", bridge, "--resolv-conf", str(resolv),
+        "--log-level", "debug", *extra,
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
     daemon = DaemonProcess(root, sock, upstream, process, log, bridge)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -121,8 +128,8 @@ def start_daemon(root: Path, upstream: str, *extra: str, bridge: str = "") -> Da
 @contextmanager
 def running_daemon(tmp: Path, *extra: str) -> Iterator[DaemonProcess]:
     """A daemon with its own dnsmasq upstream; removes what the test made, then stops both."""
-    upstream_address = free_loopback_address()
-    with Dnsmasq(upstream_address, records={"outside.test": "192.0.2.10"}) as upstream:
+    zone = (f"--address=/{OUTSIDE_NAME}/{OUTSIDE_ADDRESS}",)
+    with Dnsmasq(free_loopback_address(), zone=zone) as upstream:
         daemon = start_daemon(tmp, upstream.server, *extra)
         try:
             yield daemon
