@@ -10,7 +10,7 @@ is attached to in connect order. `lookup` is pure: it returns a `Lookup` that na
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
@@ -110,6 +110,23 @@ class View:
         return Upstreams()
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one event may change in answers, worked out before the table applies it.
+
+    For caches of finished answers (resolver/wire.py): an answer must be dropped when one of the
+    names it depended on (`lookup_dependencies`) is in `names`, when it was given to a sandbox in
+    `sandboxes` (its view changed: networks, order, settings), or always when `everything`.
+    """
+
+    names: frozenset[str] = frozenset()  # normalized names and reverse (PTR) names
+    sandboxes: frozenset[str] = frozenset()
+    everything: bool = False
+
+
+ChangeWatcher = Callable[[Change], None]
+
+
 def normalize(name: str) -> str:
     """Case-insensitive, trailing dot ignored (R2)."""
     return name.rstrip(".").lower()
@@ -139,6 +156,46 @@ def reverse_address(qname: str) -> IPAddress | None:
     except ValueError:
         return None
     return None
+
+
+def _prefixes(labels: list[str]) -> Iterator[str]:
+    for end in range(1, len(labels) + 1):
+        yield ".".join(labels[:end])
+
+
+def lookup_dependencies(qname: str, qtype: int) -> tuple[str, ...]:
+    """The names whose change can change `lookup(sandbox, qname, qtype)`, besides the view.
+
+    Mirrors lookup: a name is tried whole and as every R3 prefix (`a.b` of `a.b.c`), which also
+    covers `tasks.<svc>`; an SRV question also tries its service part after `_port._proto.`;
+    PTR depends on the address only, named by its canonical reverse name.
+    """
+    name = normalize(qname)
+    if qtype == QTYPE_PTR:
+        address = reverse_address(name)
+        return (address.reverse_pointer,) if address is not None else ()
+    labels = name.split(".") if name else []
+    names = dict.fromkeys(_prefixes(labels))
+    if qtype == QTYPE_SRV and len(labels) >= 3:
+        names.update(dict.fromkeys(_prefixes(labels[2:])))
+    return tuple(names)
+
+
+def _endpoint_change(endpoint: Endpoint) -> Iterator[str]:
+    """Every name and reverse name whose answer an endpoint takes part in."""
+    yield from endpoint_names(endpoint)
+    for address in endpoint.addresses:
+        yield address.reverse_pointer
+    if endpoint.task is not None:
+        service = normalize(endpoint.task.service_name)
+        yield from (service, TASKS_PREFIX + service)
+
+
+def _service_change(service: Service) -> Iterator[str]:
+    name = normalize(service.name)
+    yield from (name, TASKS_PREFIX + name)
+    for vip in service.vips:
+        yield vip.address.reverse_pointer
 
 
 def family_matches(address: IPAddress, qtype: int) -> bool:
@@ -244,10 +301,19 @@ class NameTable:
         # sandbox id -> network ids it is attached to, in connect order
         self._attachments: dict[str, dict[str, None]] = {}
         self._services: dict[str, Service] = {}
+        self._watchers: list[ChangeWatcher] = []
 
     # -- events ---------------------------------------------------------------------------
 
+    def watch(self, watcher: ChangeWatcher) -> None:
+        """Call `watcher` with each event's Change just before the table applies the event."""
+        self._watchers.append(watcher)
+
     def apply(self, event: Event) -> None:
+        if self._watchers:
+            change = self.change_of(event)
+            for watcher in self._watchers:
+                watcher(change)
         match event:
             case NetworkCreated(network):
                 index = self._networks.get(network.id)
@@ -309,6 +375,39 @@ class NameTable:
     def apply_all(self, events: Iterable[Event]) -> None:
         for event in events:
             self.apply(event)
+
+    def change_of(self, event: Event) -> Change:
+        """What applying `event` now may change (read before applying: it needs the old state)."""
+        names: set[str] = set()
+        match event:
+            case NetworkCreated(network) if network.id not in self._networks:
+                return Change()  # nobody is attached to a network that did not exist
+            case NetworkCreated() | NetworkRemoved():
+                return Change(everything=True)  # name, flags, members: views of many sandboxes
+            case SandboxCreated(sandbox):
+                return Change(sandboxes=frozenset({sandbox.id}))
+            case SandboxRemoved(sandbox):
+                for network_id in self._attachments.get(sandbox.id, {}):
+                    if (index := self._networks.get(network_id)) is not None:
+                        for endpoint in index.endpoints.values():
+                            if endpoint.sandbox_id == sandbox.id:
+                                names.update(_endpoint_change(endpoint))
+                return Change(frozenset(names), frozenset({sandbox.id}))
+            case (
+                EndpointAttached(endpoint) | EndpointUpdated(endpoint) | EndpointDetached(endpoint)
+            ):
+                names.update(_endpoint_change(endpoint))
+                if (index := self._networks.get(endpoint.network_id)) is not None and (
+                    old := index.endpoints.get(endpoint.id)
+                ) is not None:
+                    names.update(_endpoint_change(old))
+                return Change(frozenset(names), frozenset({endpoint.sandbox_id}))
+            case ServiceUpdated(service) | ServiceRemoved(service):
+                names.update(_service_change(service))
+                if (old_service := self._services.get(service.id)) is not None:
+                    names.update(_service_change(old_service))
+                return Change(frozenset(names))
+        raise TypeError(f"not an event: {event!r}")
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -182,10 +182,16 @@ def running(zone: Zone, net: LabNet, workdir: Path) -> Iterator[Target]:
             path, "--config", str(config_dir), "-p", str(DNS_PORT), "run",
         ]  # fmt: skip
         with log_path.open("w") as log_file:
-            done = subprocess.run(
-                command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                timeout=START_TIMEOUT, check=False,
-            )  # fmt: skip
+            try:
+                done = subprocess.run(
+                    command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                    timeout=START_TIMEOUT, check=False,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired as exc:
+                raise Invalid(
+                    f"aardvark-dns did not start within {START_TIMEOUT:.0f} s:\n"
+                    f"{log_tail(log_path)}"
+                ) from exc
         if done.returncode != 0:
             raise Invalid(f"aardvark-dns exited {done.returncode} at start:\n{log_tail(log_path)}")
         daemon = _open_daemon(config_dir / PID_FILE)
@@ -208,6 +214,10 @@ def running(zone: Zone, net: LabNet, workdir: Path) -> Iterator[Target]:
         )
         yield Target(Peer.AARDVARK, str(net.gateway), DNS_PORT, client.netns, log_path)
     finally:
+        if daemon is None and (config_dir / PID_FILE).exists():
+            # It failed half way: a daemon may be up without having answered.
+            with contextlib.suppress(Invalid, OSError):
+                daemon = _open_daemon(config_dir / PID_FILE)
         if daemon is not None:
             _stop(*daemon)
         remove_resolv_conf(net.host_netns)
