@@ -115,6 +115,10 @@ def cmd_network_create(ctx: Context) -> int:
         options=option_pairs(a.opt, "-o"),
         dns_servers=a.dns,
     )
+    return print_created(ctx, created)
+
+
+def print_created(ctx: Context, created: dict) -> int:
     if ctx.json:
         print_json(created, ctx.out)
     else:
@@ -122,16 +126,20 @@ def cmd_network_create(ctx: Context) -> int:
     return 0
 
 
-def cmd_network_ls(ctx: Context) -> int:
-    rows = [inspect.network_row(n) for n in ctx.client.networks()]
+def print_rows(ctx: Context, rows: list[dict], columns: Sequence[str]) -> int:
     if ctx.args.quiet:
         for row in rows:
             print(row["ID"], file=ctx.out)
     elif ctx.json:
         print_json(rows, ctx.out)
     else:
-        print_table(inspect.NETWORK_COLUMNS, [inspect.row_cells(r) for r in rows], ctx.out)
+        print_table(columns, [inspect.row_cells(r) for r in rows], ctx.out)
     return 0
+
+
+def cmd_network_ls(ctx: Context) -> int:
+    rows = [inspect.network_row(n) for n in ctx.client.networks()]
+    return print_rows(ctx, rows, inspect.NETWORK_COLUMNS)
 
 
 def _inspect_each(ctx: Context, fetch: Callable[[str], Any]) -> int:
@@ -196,23 +204,12 @@ def cmd_container_create(ctx: Context) -> int:
         dns_options=a.dns_option,
         netns=a.netns,
     )
-    if ctx.json:
-        print_json(created, ctx.out)
-    else:
-        print(created["Id"], file=ctx.out)
-    return 0
+    return print_created(ctx, created)
 
 
 def cmd_container_ls(ctx: Context) -> int:
     rows = [inspect.container_row(c) for c in ctx.client.containers()]
-    if ctx.args.quiet:
-        for row in rows:
-            print(row["ID"], file=ctx.out)
-    elif ctx.json:
-        print_json(rows, ctx.out)
-    else:
-        print_table(inspect.CONTAINER_COLUMNS, [inspect.row_cells(r) for r in rows], ctx.out)
-    return 0
+    return print_rows(ctx, rows, inspect.CONTAINER_COLUMNS)
 
 
 def cmd_container_inspect(ctx: Context) -> int:

@@ -124,25 +124,29 @@ def _with_fresh_id(query: bytes) -> tuple[int, bytes]:
     return query_id, query_id.to_bytes(2, "big") + query[2:]
 
 
-def _open(opener: Opener | None, server: Server, kind: int) -> socket.socket:
-    sock = (opener or socket.socket)(server.family, kind)
+def _prepare(
+    query: bytes, opener: Opener | None, server: Server, kind: int
+) -> tuple[bytes, int, bytes, socket.socket]:
+    """The query's question, a fresh id and the query with it, and a new non-blocking socket
+    (a new one per query, so the kernel picks a new random source port)."""
+    question = question_of(query)
+    if question is None:
+        raise UpstreamFailed("query has no question")
+    query_id, packet = _with_fresh_id(query)
+    try:
+        sock = (opener or socket.socket)(server.family, kind)
+    except OSError as exc:
+        raise UpstreamFailed(f"socket: {exc.strerror or exc}") from None
     sock.setblocking(False)
-    return sock
+    return question, query_id, packet, sock
 
 
 async def exchange_udp(
     server: Server, query: bytes, *, timeout: float, opener: Opener | None = None
 ) -> bytes:
     """Send `query` (any id) over UDP; the upstream's reply (its id, not the query's)."""
-    question = question_of(query)
-    if question is None:
-        raise UpstreamFailed("query has no question")
+    question, query_id, packet, sock = _prepare(query, opener, server, socket.SOCK_DGRAM)
     loop = asyncio.get_running_loop()
-    query_id, packet = _with_fresh_id(query)
-    try:
-        sock = _open(opener, server, socket.SOCK_DGRAM)
-    except OSError as exc:
-        raise UpstreamFailed(f"socket: {exc.strerror or exc}") from None
     try:
         async with asyncio.timeout(timeout):
             # Connected: the kernel drops datagrams from any other address or port.
@@ -179,15 +183,8 @@ async def exchange_tcp(
     server: Server, query: bytes, *, timeout: float, opener: Opener | None = None
 ) -> bytes:
     """Send `query` over TCP (2-byte length framing); the upstream's reply, as exchange_udp."""
-    question = question_of(query)
-    if question is None:
-        raise UpstreamFailed("query has no question")
+    question, query_id, packet, sock = _prepare(query, opener, server, socket.SOCK_STREAM)
     loop = asyncio.get_running_loop()
-    query_id, packet = _with_fresh_id(query)
-    try:
-        sock = _open(opener, server, socket.SOCK_STREAM)
-    except OSError as exc:
-        raise UpstreamFailed(f"socket: {exc.strerror or exc}") from None
     try:
         async with asyncio.timeout(timeout):
             await loop.sock_connect(sock, server.address)
