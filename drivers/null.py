@@ -8,30 +8,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from drivers import links
+from drivers.host import HostDriver
 from drivers.model import Driver, Endpoint, Network, Sandbox
 from drivers.namespaces import bring_up_loopback
 
 
-class NullDriver:
+class NullDriver(HostDriver):
+    """Like the host driver, it makes nothing; unlike it, the sandbox keeps its own namespace."""
+
     kind: ClassVar[Driver] = Driver.NULL
-
-    def check_supported(self) -> None:
-        return None
-
-    def validate(self, network: Network) -> None:
-        links.check_option_keys(network, ())
-
-    def create_network(self, network: Network) -> None:
-        self.validate(network)
-
-    def remove_network(self, network: Network) -> None:
-        return None
 
     def join(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> Endpoint:
         if sandbox.netns:
             bring_up_loopback(sandbox.netns)
         return endpoint
-
-    def leave(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> None:
-        return None
