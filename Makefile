@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
-APT_PACKAGES := bind9-dnsutils dnsmasq dnsperf busybox-static nftables iproute2 iputils-ping procps
+APT_PACKAGES := bind9-dnsutils dnsmasq dnsperf busybox-static nftables iproute2 iputils-ping procps \
+                aardvark-dns util-linux
 PYTEST_ARGS ?=
 
 .PHONY: run test bench lint deps venv clean
@@ -13,7 +14,7 @@ deps:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -1,9 +1,11 @@
-"""`python -m bench`: queries per second of netdns for local, forwarded and unknown names.
+"""`python -m bench`: netdns against its peers (aardvark-dns, dnsmasq), same names, same run.
 
-Starts the lab (bench/lab.py: the bench's own dnsmasq upstream and a netdns listener process,
-all on random loopback addresses), runs each workload (bench/workloads.py) with dnsperf against
-each target a bounded number of times, and prints the markdown table (bench/report.py), which it
-also writes to bench/results/<date>.md. Progress goes to stderr, one line per step.
+Builds the lab (bench/lab.py: namespaces, a bridge, the bench's dnsmasq upstream, every peer
+that is installed), runs each workload (bench/workloads.py) with dnsperf from each peer's client
+namespace, the peers interleaved run by run, then W1 at fixed rates with per-query latencies.
+Prints the markdown report (bench/report.py) and writes it to <out>/<date>.md, with the plots
+(bench/plots.py) in <out>/<date>/. Progress goes to stderr, one line per step; the lab is
+removed however the run ends (SIGINT and SIGTERM included).
 """
 
 from __future__ import annotations
@@ -11,39 +13,49 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
-import subprocess
+import signal
 import sys
 import tempfile
+from array import array
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from bench import dnsperf
-from bench.dnsperf import DnsperfRun
-from bench.lab import Target, lab
-from bench.report import Measurement, Settings, render, write
-from bench.workloads import WORKLOADS, Workload, Zone, select
-from drivers.errors import NetdnsError
+from bench import dnsperf, plots
+from bench.dnsperf import DnsperfRun, Summary
+from bench.lab import Target, available, lab
+from bench.machine import environment
+from bench.peers import Peer, parse_peers
+from bench.report import LatencyMeasurement, Measurement, Settings, render, reserve
+from bench.stats import format_ms, latency_percentiles
+from bench.upstream import require_dnsmasq
+from bench.workloads import W1, WORKLOADS, Workload, Zone, select
+from drivers.errors import Invalid, NetdnsError, NotFound
 
 log = logging.getLogger("bench")
 
 DEFAULT_DURATION = 10.0
 QUICK_DURATION = 3.0
 DEFAULT_RUNS = 3
+DEFAULT_RATES = "5000,20000"
 MAX_DURATION = 600.0
+MAX_RATE = 1_000_000
 RESULTS = Path(__file__).resolve().parent / "results"
+LATENCY_WORKLOAD = W1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     workloads = "; ".join(f"{w.id}: {w.title}" for w in WORKLOADS.values())
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Measure queries/second of a netdns listener with dnsperf: local container "
-        "names, forwarded names (cached after the first round) and unknown names, against the "
-        "bench's own dnsmasq upstream. Everything runs on random 127.x.y.z addresses and is "
-        "stopped at the end. Prints a markdown table and writes it to OUT/<date>.md.",
-        epilog=f"Workloads: {workloads}. Needs dnsperf and dnsmasq (Debian packages) and root "
-        "(the listener and the upstream bind port 53).",
+        description="Compare netdns with aardvark-dns and dnsmasq in one run: the same "
+        "container names and the same upstream (the bench's own dnsmasq) for all, each peer "
+        "queried by dnsperf from its own network namespace, netdns through the 127.0.0.11:53 "
+        "redirect. Runs are interleaved across peers; the report shows medians, ratios and "
+        "latency percentiles at fixed rates. Everything runs in namespaces the bench makes and "
+        "removes. Prints a markdown report and writes it to OUT/<date>.md, plots in OUT/<date>/.",
+        epilog=f"Workloads: {workloads}. Needs root, dnsperf, dnsmasq, nft and ip (Debian "
+        "packages); aardvark-dns is used when installed (/usr/lib/podman/aardvark-dns).",
     )
     parser.add_argument(
         "--duration",
@@ -57,7 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--clients", type=int, default=4, help="dnsperf clients (sockets) per run (4)"
     )
     parser.add_argument(
-        "--runs", type=int, help=f"runs per workload; the table shows the median ({DEFAULT_RUNS})"
+        "--runs",
+        type=int,
+        help=f"runs per workload and peer; the table shows the median ({DEFAULT_RUNS})",
     )
     parser.add_argument(
         "--out", type=Path, default=RESULTS, help=f"directory for the report ({RESULTS})"
@@ -70,7 +84,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workloads", default=",".join(WORKLOADS), help="comma-separated workload ids (all)"
     )
-    parser.add_argument("--max-qps", type=int, help="dnsperf -Q: cap the query rate")
+    parser.add_argument(
+        "--peers",
+        help="comma-separated peers among netdns, aardvark, dnsmasq (default: all installed; "
+        "a peer that is not installed is skipped with a message)",
+    )
+    parser.add_argument(
+        "--rates",
+        default=DEFAULT_RATES,
+        help=f"fixed query rates (dnsperf -Q) for the {LATENCY_WORKLOAD.id} latency runs, "
+        f"comma-separated; empty for none ({DEFAULT_RATES})",
+    )
+    parser.add_argument("--max-qps", type=int, help="dnsperf -Q for the throughput runs")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     if args.duration is None:
@@ -81,101 +106,167 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--duration {args.duration:g}: choose between 0 and {MAX_DURATION:g} s")
     if args.runs < 1 or args.clients < 1:
         parser.error("--runs and --clients must be at least 1")
+    try:
+        args.rates = parse_rates(args.rates)
+    except Invalid as exc:
+        parser.error(str(exc))
     return args
 
 
-def environment() -> dict[str, str]:
-    """What the numbers depend on, for the report's header."""
-    facts = {
-        "host": f"{platform.node()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
-        "python": platform.python_version(),
-    }
-    try:
-        import uvloop
-
-        facts["uvloop"] = uvloop.__version__
-    except ImportError:
-        facts["uvloop"] = "not installed (asyncio loop)"
-    facts["dnsperf"] = _command_output(["dnsperf", "-h"], "Version")
-    commit = _command_output(["git", "-C", str(RESULTS.parent.parent), "rev-parse", "HEAD"], "")
-    if commit:
-        facts["commit"] = commit[:12]
-    return facts
+def parse_rates(text: str) -> tuple[int, ...]:
+    """ "5000,20000" -> (5000, 20000); empty -> no latency runs."""
+    rates = []
+    for raw in text.split(","):
+        if not raw.strip():
+            continue
+        try:
+            rate = int(raw)
+        except ValueError:
+            raise Invalid(f"--rates: {raw!r} is not a whole number of queries/s") from None
+        if not 0 < rate <= MAX_RATE:
+            raise Invalid(f"--rates: {rate} is outside 1-{MAX_RATE} queries/s")
+        rates.append(rate)
+    return tuple(dict.fromkeys(rates))
 
 
-def _command_output(command: list[str], prefix: str) -> str:
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    for line in (done.stdout + done.stderr).splitlines():
-        if line.startswith(prefix):
-            return line.removeprefix(prefix).strip()
-    return ""
+def choose_peers(text: str | None) -> list[Peer]:
+    """The peers to run: those asked (all by default) that are installed; logs the others."""
+    asked = parse_peers(text) if text else list(Peer)
+    runnable, skipped = available(asked)
+    for peer, reason in skipped:
+        log.warning("skipping %s: %s", peer, reason)
+    if not runnable:
+        raise NotFound(f"none of the peers {', '.join(asked)} can run here")
+    return runnable
 
 
-def measure(
-    target: Target,
-    workload: Workload,
-    datafile: Path,
+def _run(target: Target, datafile: Path, args: argparse.Namespace, rate: int | None) -> DnsperfRun:
+    return DnsperfRun(
+        target.address,
+        target.port,
+        datafile,
+        args.duration,
+        clients=args.clients,
+        max_qps=rate,
+        netns=target.netns,
+    )
+
+
+def throughput(
+    targets: Sequence[Target],
+    workloads: Sequence[Workload],
+    datafiles: dict[str, Path],
     args: argparse.Namespace,
-) -> Measurement:
-    runs = []
-    for index in range(1, args.runs + 1):
-        log.info(
-            "%s %s run %d/%d: %g s, %d clients ...",
-            target.name,
-            workload.id,
-            index,
-            args.runs,
-            args.duration,
-            args.clients,
+) -> list[Measurement]:
+    """Every workload, run after run, each run visiting every peer in turn (interleaved: slow
+    drift of the machine touches all peers alike)."""
+    runs: dict[tuple[str, str], list[Summary]] = {}
+    for workload in workloads:
+        for index in range(1, args.runs + 1):
+            for target in targets:
+                step = f"{target.name} {workload.id} run {index}/{args.runs}"
+                log.info("%s: %g s, %d clients ...", step, args.duration, args.clients)
+                summary = dnsperf.run_dnsperf(
+                    _run(target, datafiles[workload.id], args, args.max_qps)
+                )
+                log.info(
+                    "%s: %.0f qps, %.2f%% lost, avg %.3f ms",
+                    step,
+                    summary.qps,
+                    100 * summary.lost_fraction,
+                    1000 * summary.avg_latency,
+                )
+                runs.setdefault((target.name, workload.id), []).append(summary)
+    return [
+        Measurement(target.name, w.id, w.title, tuple(runs[(target.name, w.id)]))
+        for target in targets
+        for w in workloads
+    ]
+
+
+def latency(
+    targets: Sequence[Target], datafile: Path, args: argparse.Namespace
+) -> list[LatencyMeasurement]:
+    """LATENCY_WORKLOAD at each fixed rate, interleaved like the throughput runs; the
+    percentiles pool every query of every run."""
+    runs: dict[tuple[str, int], list[Summary]] = {}
+    samples: dict[tuple[str, int], array[float]] = {}
+    for rate in args.rates:
+        for index in range(1, args.runs + 1):
+            for target in targets:
+                step = f"{target.name} {LATENCY_WORKLOAD.id} at {rate} qps run {index}/{args.runs}"
+                log.info("%s: %g s ...", step, args.duration)
+                summary, answered = dnsperf.run_with_latencies(_run(target, datafile, args, rate))
+                key = (target.name, rate)
+                runs.setdefault(key, []).append(summary)
+                samples.setdefault(key, array("d")).extend(answered)
+                p50, p99, p999 = latency_percentiles(answered, summary.lost)
+                log.info(
+                    "%s: %.0f qps, %.2f%% lost, p50 %s p99 %s p99.9 %s ms",
+                    step,
+                    summary.qps,
+                    100 * summary.lost_fraction,
+                    format_ms(p50),
+                    format_ms(p99),
+                    format_ms(p999),
+                )
+    return [
+        LatencyMeasurement(
+            t.name, LATENCY_WORKLOAD.id, rate, tuple(runs[(t.name, rate)]), samples[(t.name, rate)]
         )
-        summary = dnsperf.run_dnsperf(
-            DnsperfRun(
-                target.address,
-                target.port,
-                datafile,
-                args.duration,
-                clients=args.clients,
-                max_qps=args.max_qps,
-            )
-        )
-        log.info(
-            "%s %s run %d/%d: %.0f qps, %.2f%% lost, avg %.3f ms",
-            target.name,
-            workload.id,
-            index,
-            args.runs,
-            summary.qps,
-            100 * summary.lost_fraction,
-            1000 * summary.avg_latency,
-        )
-        runs.append(summary)
-    return Measurement(target.name, workload.id, workload.title, tuple(runs))
+        for rate in args.rates
+        for t in targets
+    ]
 
 
 def bench(args: argparse.Namespace) -> str:
+    if os.geteuid() != 0:
+        raise Invalid("the bench needs root: it makes namespaces and binds port 53 in them")
     if not dnsperf.available():
-        raise NetdnsError("dnsperf is not installed: apt-get install dnsperf")
+        raise NotFound("dnsperf is not installed: apt-get install dnsperf")
+    require_dnsmasq()
+    peers = choose_peers(args.peers)
     workloads = select(args.workloads)
     zone = Zone(names=args.names, forwarded=args.names)
     started = datetime.now()
-    measurements: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="netdns-bench-") as tmp:
         workdir = Path(tmp)
-        datafiles = {w.id: w.write(zone, workdir) for w in workloads}
+        datafiles = {w.id: w.write(zone, workdir) for w in [*workloads, LATENCY_WORKLOAD]}
         log.info("workloads %s written to %s", ", ".join(datafiles), workdir)
-        with lab(zone, workdir / "lab") as running:
-            for target in running.targets:
-                for workload in workloads:
-                    measurements.append(measure(target, workload, datafiles[workload.id], args))
-        log.info("lab stopped")
-    settings = Settings(args.duration, args.names, args.clients, args.runs, args.max_qps)
-    text = render(settings, measurements, started, environment())
-    path = write(text, args.out, started)
-    log.info("report written to %s", path)
+        with lab(zone, workdir / "lab", peers) as running:
+            measurements = throughput(running.targets, workloads, datafiles, args)
+            latencies = latency(running.targets, datafiles[LATENCY_WORKLOAD.id], args)
+        log.info("lab stopped and removed")
+    files = reserve(args.out, started)
+    pictures = draw(measurements, latencies, files.plots, files.stamp)
+    settings = Settings(
+        args.duration, args.names, args.clients, args.runs, args.max_qps, args.rates
+    )
+    text = render(
+        settings, measurements, started, environment(), latencies=latencies, plots=pictures
+    )
+    files.markdown.write_text(text)
+    log.info("report written to %s", files.markdown)
     return text
+
+
+def draw(
+    measurements: list[Measurement],
+    latencies: list[LatencyMeasurement],
+    directory: Path,
+    stamp: str,
+) -> list[tuple[str, str]]:
+    """The plots as (title, path relative to the report); none without matplotlib."""
+    if not plots.available():
+        log.warning("no plots: matplotlib is not installed (pip install matplotlib)")
+        return []
+    directory.mkdir(parents=True, exist_ok=True)
+    drawn = [("Throughput", plots.throughput(measurements, directory / plots.THROUGHPUT_PNG))]
+    if latencies:
+        drawn.append(("Latency CDF", plots.latency_cdf(latencies, directory / plots.LATENCY_PNG)))
+    for _, path in drawn:
+        log.info("plot written to %s", path)
+    return [(title, f"{stamp}/{path.name}") for title, path in drawn]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="bench: %(message)s",
     )
+    # SIGTERM unwinds like Ctrl-C, so every context manager stops its process and the lab's
+    # namespaces are removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         text = bench(args)
     except NetdnsError as exc:

@@ -1,17 +1,22 @@
 """Running dnsperf (the Debian package) against one server, and reading its summary.
 
 `run_dnsperf` starts one bounded dnsperf run (`-l` seconds, and a hard subprocess timeout a
-little above it, so a stuck dnsperf cannot hang the bench); `parse_summary` turns the
-"Statistics:" block dnsperf prints at the end into a `Summary`. The parser is pure and tested on
-captured real output (tests/unit/data/dnsperf_sample*.txt).
+little above it, so a stuck dnsperf cannot hang the bench), inside the client network namespace
+of the target when it has one (`ip netns exec`); `parse_summary` turns the "Statistics:" block
+dnsperf prints at the end into a `Summary`. With `-v` dnsperf prints one line per answered
+query, `> RCODE NAME TYPE LATENCY`; `run_with_latencies` keeps those latencies
+(`parse_latencies`). The parsers are pure and tested on captured real output
+(tests/unit/data/dnsperf_sample*.txt).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import shutil
 import subprocess
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,9 +63,12 @@ class DnsperfRun:
     clients: int = 1
     max_qps: int | None = None
     query_timeout: float = 2.0  # dnsperf -t: a query without an answer by then counts as lost
+    netns: str | None = None  # named network namespace to run in (the target's client's)
+    verbose: bool = False  # -v: a line per query, with its latency
 
     def command(self) -> list[str]:
         command = [
+            *(("ip", "netns", "exec", self.netns) if self.netns else ()),
             DNSPERF,
             "-s",
             self.address,
@@ -77,6 +85,8 @@ class DnsperfRun:
         ]
         if self.max_qps is not None:
             command += ["-Q", str(self.max_qps)]
+        if self.verbose:
+            command.append("-v")
         return command
 
 
@@ -90,6 +100,16 @@ def run_dnsperf(run: DnsperfRun) -> Summary:
     Raises NotFound when dnsperf is not installed, Invalid when it fails or prints no summary
     (the message carries the tail of its output).
     """
+    return parse_summary(_execute(run))
+
+
+def run_with_latencies(run: DnsperfRun) -> tuple[Summary, array[float]]:
+    """Run dnsperf once with -v: its summary and the latency (s) of every answered query."""
+    output = _execute(dataclasses.replace(run, verbose=True))
+    return parse_summary(output), parse_latencies(output)
+
+
+def _execute(run: DnsperfRun) -> str:
     if not available():
         raise NotFound("dnsperf is not installed: apt-get install dnsperf")
     command = run.command()
@@ -110,7 +130,7 @@ def run_dnsperf(run: DnsperfRun) -> Summary:
     if done.returncode != 0:
         output = _tail(done.stdout + done.stderr)
         raise Invalid(f"dnsperf exited {done.returncode}: {' '.join(command)}\n{output}")
-    return parse_summary(done.stdout)
+    return done.stdout
 
 
 def _tail(text: str, lines: int = 15) -> str:
@@ -132,6 +152,19 @@ _LATENCY = re.compile(
 )
 _RCODES = re.compile(r"^\s*Response codes:(.*)$", re.M)
 _RCODE = re.compile(r"([A-Z][A-Z0-9]*)\s+(\d+)\s*\(")
+
+
+def parse_latencies(text: str) -> array[float]:
+    """The latency in seconds of each `> RCODE NAME TYPE LATENCY` line of dnsperf -v output."""
+    latencies = array("d")
+    for line in text.splitlines():
+        if line.startswith("> "):
+            _, _, value = line.rpartition(" ")
+            try:
+                latencies.append(float(value))
+            except ValueError as exc:
+                raise Invalid(f"dnsperf -v line without a latency: {line!r}") from exc
+    return latencies
 
 
 def parse_summary(text: str) -> Summary:

@@ -128,9 +128,7 @@ def plan(
 
 def _ip(*args: str) -> None:
     command = ["ip", *args]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=IP_TIMEOUT, check=False
-    )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=IP_TIMEOUT, check=False)
     if done.returncode != 0:
         reason = done.stderr.strip() or f"exit status {done.returncode}"
         if "File exists" in reason:

@@ -1,19 +1,35 @@
-"""The bench's result: one markdown table, one row per (target, workload), from dnsperf summaries.
+"""The bench's result as markdown, from dnsperf summaries and per-query latencies.
 
-QPS is the median over the runs (and its range), lost % counts every query of every run, the
-latency is the median of the runs' averages. `render` is pure; `write` saves the text as
-<out>/<date>.md (a second report the same day gets <date>-2.md, and so on).
+Three tables: throughput, one row per (target, workload): QPS is the median over the runs (and
+its range), lost % counts every query of every run, the latency is the median of the runs'
+averages; the comparison, one row per workload: each peer's median QPS and netdns's ratio to
+every other peer, all from the same run; latency at fixed rates: percentiles over every query
+of every run, lost ones counted as infinitely slow (bench/stats.py). Plots are linked below.
+
+`render` is pure; `reserve` picks the file names, <out>/<date>.md and the directory
+<out>/<date>/ for plots beside it (a second report the same day gets <date>-2, and so on).
 """
 
 from __future__ import annotations
 
 import statistics
+from array import array
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from bench.dnsperf import Summary
+from bench.stats import (
+    LATENCY_PERCENTILES,
+    format_ms,
+    format_ratio,
+    latency_percentiles,
+    ratio,
+)
+
+REFERENCE = "netdns"  # the peer whose ratios to the others the comparison shows
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +39,7 @@ class Settings:
     clients: int
     runs: int
     max_qps: int | None = None
+    rates: tuple[int, ...] = ()  # fixed rates (dnsperf -Q) of the latency runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +76,34 @@ class Measurement:
         return total
 
 
+@dataclass(frozen=True, slots=True)
+class LatencyMeasurement:
+    """Every dnsperf -v run of one workload against one target at one fixed rate."""
+
+    target: str
+    workload: str
+    rate: int  # dnsperf -Q
+    runs: tuple[Summary, ...]
+    latencies: array[float] = field(default_factory=lambda: array("d"))  # answered, seconds
+
+    @property
+    def lost(self) -> int:
+        return sum(r.lost for r in self.runs)
+
+    @property
+    def lost_percent(self) -> float:
+        sent = sum(r.sent for r in self.runs)
+        return 100.0 * self.lost / sent if sent else 0.0
+
+    @property
+    def qps_median(self) -> float:
+        return statistics.median(r.qps for r in self.runs)
+
+    def percentiles(self) -> tuple[float, ...]:
+        """p50, p99, p99.9 in seconds, lost queries included as infinitely slow."""
+        return latency_percentiles(self.latencies, self.lost)
+
+
 COLUMNS = ("Target", "Workload", "QPS (median)", "QPS min-max", "Lost %", "Avg latency (ms)")
 
 
@@ -91,31 +136,111 @@ def table(measurements: list[Measurement]) -> str:
     return "\n".join(lines)
 
 
+def _in_order(values: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def comparison(measurements: Sequence[Measurement]) -> str:
+    """Median QPS of every target per workload, and the reference's ratio to each other one."""
+    targets = _in_order([m.target for m in measurements])
+    others = [t for t in targets if t != REFERENCE]
+    median = {(m.target, m.workload): m.qps_median for m in measurements}
+    titles = {m.workload: m.title for m in measurements}
+    header = ["Workload", *(f"{t} QPS" for t in targets)]
+    if REFERENCE in targets:
+        header += [f"{REFERENCE} / {t}" for t in others]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for workload in _in_order([m.workload for m in measurements]):
+        cells = [f"{workload} {titles[workload]}"]
+        cells += [
+            f"{median[(t, workload)]:.0f}" if (t, workload) in median else "-" for t in targets
+        ]
+        if REFERENCE in targets:
+            own = median.get((REFERENCE, workload))
+            for other in others:
+                theirs = median.get((other, workload))
+                value = ratio(own, theirs) if own is not None and theirs is not None else None
+                cells.append(format_ratio(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def latency_table(latencies: Sequence[LatencyMeasurement]) -> str:
+    names = " | ".join(f"p{p:g} (ms)" for p in LATENCY_PERCENTILES)
+    versus = f"{REFERENCE} p99 / this"
+    lines = [
+        f"| Target | Workload | Rate (qps) | Achieved qps | Lost % | {names} | {versus} |",
+        "|" + "---|" * (6 + len(LATENCY_PERCENTILES)),
+    ]
+    p99 = LATENCY_PERCENTILES.index(99.0)
+    computed = [(m, m.percentiles()) for m in latencies]
+    reference = {m.rate: values[p99] for m, values in computed if m.target == REFERENCE}
+    for m, values in computed:
+        own = reference.get(m.rate)
+        # An infinite p99 (more than 1% lost) has no meaningful ratio.
+        finite = own is not None and own != float("inf") and values[p99] != float("inf")
+        versus = format_ratio(ratio(own, values[p99])) if finite else "n/a"
+        lines.append(
+            f"| {m.target} | {m.workload} | {m.rate} | {m.qps_median:.0f} | "
+            f"{m.lost_percent:.2f} | " + " | ".join(format_ms(v) for v in values) + f" | {versus} |"
+        )
+    return "\n".join(lines)
+
+
 def render(
     settings: Settings,
     measurements: list[Measurement],
     when: datetime,
     environment: dict[str, str],
+    *,
+    latencies: Sequence[LatencyMeasurement] = (),
+    plots: Sequence[tuple[str, str]] = (),
 ) -> str:
+    """The whole report. PLOTS: (title, path relative to the markdown file) of each image."""
     limit = f", at most {settings.max_qps} qps" if settings.max_qps else ""
     header = [
         f"# netdns bench, {when:%Y-%m-%d %H:%M}",
         "",
-        f"{settings.runs} run(s) of {settings.duration:g} s per workload, "
+        f"{settings.runs} run(s) of {settings.duration:g} s per workload and peer, interleaved, "
         f"{settings.clients} dnsperf client(s){limit}, {settings.names} container names.",
         "",
         *(f"- {key}: {value}" for key, value in environment.items()),
         "",
     ]
-    return "\n".join([*header, table(measurements), ""])
+    parts = [*header, table(measurements), ""]
+    if len({m.target for m in measurements}) > 1:
+        parts += [
+            f"Median QPS per peer, and {REFERENCE}'s ratio to each (same run):",
+            "",
+            comparison(measurements),
+            "",
+        ]
+    if latencies:
+        parts += [
+            "Latency at fixed rates (dnsperf -Q, per-query -v output; lost queries count as "
+            "infinitely slow):",
+            "",
+            latency_table(latencies),
+            "",
+        ]
+    for title, path in plots:
+        parts += [f"![{title}]({path})", ""]
+    return "\n".join(parts)
 
 
-def write(text: str, out_dir: Path, when: datetime) -> Path:
+@dataclass(frozen=True, slots=True)
+class ReportFiles:
+    markdown: Path  # <out>/<stamp>.md
+    plots: Path  # <out>/<stamp>/, made on demand
+    stamp: str
+
+
+def reserve(out_dir: Path, when: datetime) -> ReportFiles:
+    """File names for a new report: the first <date>[-N] with neither .md nor directory yet."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{when:%Y-%m-%d}.md"
+    stamp = f"{when:%Y-%m-%d}"
     serial = 2
-    while path.exists():
-        path = out_dir / f"{when:%Y-%m-%d}-{serial}.md"
+    while (out_dir / f"{stamp}.md").exists() or (out_dir / stamp).exists():
+        stamp = f"{when:%Y-%m-%d}-{serial}"
         serial += 1
-    path.write_text(text)
-    return path
+    return ReportFiles(out_dir / f"{stamp}.md", out_dir / stamp, stamp)

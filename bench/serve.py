@@ -91,7 +91,8 @@ async def serve(
     answer_cache = AnswerCache() if cache else None
     forwarder = Forwarder(default_servers=lambda: [upstream], cache=answer_cache)
     resolver = Resolver(bench_table(zone), forwarder, local_ttl=local_ttl)
-    listener = await Listener.start(resolver.handle, CLIENT_ID, address, port)
+    # As the daemon does: the hot path first, the task-per-query handler when it declines.
+    listener = await Listener.start(resolver.handle, CLIENT_ID, address, port, fast=resolver.fast)
     try:
         # The parent waits for this line: it means both sockets accept queries now.
         print(f"ready {listener.host} {listener.port}", flush=True)
@@ -102,6 +103,9 @@ async def serve(
             if answer_cache is not None
             else "no cache"
         )
+        hot = resolver.hot.stats if resolver.hot is not None else None
+        if hot is not None:
+            cached += f", hot path answered {stats.fast_answers} (declined {hot.declined})"
         # bench/lab.py reports this line: it shows whether the queries went where meant.
         log.info(
             "stopping: %d udp and %d tcp queries, %d dropped, %d handler errors, "

@@ -76,8 +76,14 @@ async def serve(
     answer_cache = AnswerCache() if cache else None
     forwarder = Forwarder(default_servers=lambda: [upstream], cache=answer_cache)
     resolver = Resolver(table, forwarder, local_ttl=local_ttl)
+    # As bench.serve and the daemon do: the hot path first, the task-per-query handler when
+    # it declines.
     listener = await Listener.start(
-        resolver.handle, CLIENT_ID, udp_sock=sockets.udp, tcp_sock=sockets.tcp
+        resolver.handle,
+        CLIENT_ID,
+        udp_sock=sockets.udp,
+        tcp_sock=sockets.tcp,
+        fast=resolver.fast,
     )
     try:
         print(f"ready {LISTENER_ADDRESS} {sockets.port}", flush=True)
@@ -88,6 +94,9 @@ async def serve(
             if answer_cache is not None
             else "no cache"
         )
+        hot = resolver.hot.stats if resolver.hot is not None else None
+        if hot is not None:
+            cached += f", hot path answered {stats.fast_answers} (declined {hot.declined})"
         # bench/peers/netdns.py reports this line: it shows whether queries went where meant.
         log.info(
             "stopping: %d udp and %d tcp queries, %d dropped, %d handler errors, "

@@ -1,4 +1,9 @@
-"""DriverCore: networks, sandboxes and the endpoints between them; the one source of events.
+"""DriverCore: networks, sandboxes, the endpoints between them and services; the one source of
+events.
+
+A service is N task sandboxes (`<svc>.<slot>.<taskid>`, made as create_sandbox makes one)
+on its networks; its VIPs route through drivers/vip.py, which the core calls after each change
+that alters what a sandbox on a vip service's network should reach (best effort: logged).
 
 Every change goes the same way: validate (nothing has changed if that fails), then the
 drivers' plumbing and the namespace, then the new state saved to the store, then the events
@@ -16,7 +21,9 @@ the order the changes were made. A subscriber must therefore not call a changing
 from __future__ import annotations
 
 import logging
+import re
 import secrets
+import string
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -33,6 +40,7 @@ from drivers.model import (
     Endpoint,
     EndpointAttached,
     EndpointDetached,
+    EndpointMode,
     Event,
     IPNetwork,
     Network,
@@ -42,9 +50,15 @@ from drivers.model import (
     SandboxCreated,
     SandboxRemoved,
     Scope,
+    Service,
+    ServicePort,
+    ServiceRemoved,
     ServiceUpdated,
+    Task,
+    VirtualIP,
 )
 from drivers.store import State, Store
+from drivers.vip import PROTOCOLS, NftVipRoutes, VipRoute, VipRoutes
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +70,17 @@ PREDEFINED = (BRIDGE, HOST, NONE)
 # (neither makes any Linux object).
 _SINGLETON_DRIVERS = {Driver.HOST: HOST, Driver.NULL: NONE}
 
-T = TypeVar("T", Network, Sandbox)
+T = TypeVar("T", Network, Sandbox, Service)
+
+# Services: docker's swarm service-name rule (one DNS label, so `tasks.<svc>` and
+# `_<port>._<proto>.<svc>` are names too), docker's task ids (25 lowercase alphanumerics).
+SERVICE_NAME_MAX = 63
+_SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[-_]*[A-Za-z0-9]+)*$")
+_PORT_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
+TASK_ID_LENGTH = 25
+_TASK_ID_ALPHABET = string.ascii_lowercase + string.digits
+# Each task is a namespace with listeners: a bound that keeps a typo from making 10^6 of them.
+MAX_REPLICAS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +109,18 @@ class SandboxSpec:
     dns_search: tuple[str, ...] = ()
     dns_options: tuple[str, ...] = ()
     netns: str = ""  # adopt this namespace (/proc/PID/ns/net or a bind mount) instead of making one
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    name: str
+    networks: tuple[str, ...]
+    replicas: int = 1
+    endpoint_mode: str = "vip"
+    publish: tuple[str, ...] = ()  # "PORT/PROTO" (PROTO defaults to tcp)
+    # Names every published port in SRV (`_<port_name>._<proto>.<svc>`); default: the port
+    # number itself (`_80._tcp.web`), the same on every machine (no /etc/services lookup).
+    port_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +184,10 @@ class DriverCore:
         namespaces: Namespaces,
         *,
         default_bridge_options: tuple[tuple[str, str], ...] = (),
+        vip_routes: VipRoutes | None = None,
     ) -> None:
+        # Writes the VIP DNAT tables inside sandboxes (drivers/vip.py); tests pass their own.
+        self._vip_routes: VipRoutes = vip_routes if vip_routes is not None else NftVipRoutes()
         # Options of the predefined `bridge` network, e.g. the Linux bridge's name (dockerd -b).
         self._default_bridge_options = default_bridge_options
         self._store = store
@@ -201,6 +240,12 @@ class DriverCore:
                         ipam.reserve(network, address, endpoint.name)
                     except (Conflict, Invalid) as exc:
                         log.error("stored endpoint %s: %s", endpoint.id[:12], exc)
+            for service in state.services.values():
+                for vip in service.vips:
+                    try:
+                        ipam.reserve(state.networks[vip.network_id], vip.address, service.name)
+                    except (Conflict, Invalid, KeyError) as exc:
+                        log.error("stored service %s VIP %s: %s", service.name, vip.address, exc)
             if pruned:
                 self._store.save(state)
             for network in state.networks.values():
@@ -231,6 +276,7 @@ class DriverCore:
             for spec in predefined:
                 if spec.name not in existing:
                     self._create_network(spec, predefined=True)
+            self._restore_services()
 
     def _prune_vanished(self, state: State) -> bool:
         """Drop sandboxes whose namespace is gone (a reboot, or the adopted process exited):
@@ -390,6 +436,12 @@ class DriverCore:
                     f"network {network.name!r} has active endpoints ({containers}): disconnect "
                     "or remove those containers first"
                 )
+            users = [s.name for s in self._state.services.values() if network.id in s.networks]
+            if users:
+                raise Conflict(
+                    f"network {network.name!r} is used by service(s) {', '.join(users)}: "
+                    "remove them first (netdns service rm)"
+                )
             driver = self._driver(network.driver)
             if driver is not None:
                 driver.remove_network(network)
@@ -496,6 +548,8 @@ class DriverCore:
             if endpoint is not None:
                 events.append(EndpointAttached(endpoint))
             self._emit(events)
+            if self._routes_vips(network.id):
+                self._route_vips_in(sandbox)
             return sandbox
 
     def remove_sandbox(self, ref: str) -> Sandbox:
@@ -507,32 +561,68 @@ class DriverCore:
         """
         with self._lock:
             sandbox = self.sandbox(ref)
+            self._refuse_task(sandbox, "removed")
             state = self._state.copy()
-            detached = list(reversed(self.endpoints(sandbox_id=sandbox.id)))
-            for endpoint in detached:
-                network = state.networks[endpoint.network_id]
-                driver = self._driver(network.driver)
-                if driver is not None:
-                    _best_effort(
-                        f"leave {network.name} for {sandbox.name}",
-                        driver.leave,
-                        network,
-                        endpoint,
-                        sandbox,
-                    )
-                del state.endpoints[endpoint.id]
-            made = state.made_netns.pop(sandbox.id, None)
-            if made is not None:
-                _best_effort(f"remove namespace {made}", self._namespaces.remove, made)
-            del state.sandboxes[sandbox.id]
+            adopted = sandbox.id not in state.made_netns
+            detached = self._dismantle(state, sandbox)
             self._store.save(state)
-            for endpoint in detached:
-                for address in endpoint.addresses:
-                    self._ipam.release(endpoint.network_id, address)
+            self._release(detached)
             self._state = state
             log.info("container %s (%s) removed", sandbox.name, sandbox.id[:12])
             self._emit([*(EndpointDetached(e) for e in detached), SandboxRemoved(sandbox)])
+            if adopted and any(self._routes_vips(e.network_id) for e in detached):
+                # The namespace lives on with its runtime: take our VIP table out of it.
+                _best_effort(
+                    f"remove VIP routes of {sandbox.name}",
+                    self._vip_routes.apply,
+                    sandbox.netns,
+                    (),
+                )
             return sandbox
+
+    def _dismantle(self, state: State, sandbox: Sandbox) -> list[Endpoint]:
+        """Take the sandbox out of `state`: leave every network (newest first) and remove the
+        namespace netdns made, going on past plumbing errors (logged). Returns the endpoints
+        it had; their addresses are still held (see _release)."""
+        detached = [e for e in state.endpoints.values() if e.sandbox_id == sandbox.id]
+        detached.reverse()
+        for endpoint in detached:
+            network = state.networks[endpoint.network_id]
+            driver = self._driver(network.driver)
+            if driver is not None:
+                _best_effort(
+                    f"leave {network.name} for {sandbox.name}",
+                    driver.leave,
+                    network,
+                    endpoint,
+                    sandbox,
+                )
+            del state.endpoints[endpoint.id]
+        made = state.made_netns.pop(sandbox.id, None)
+        if made is not None:
+            _best_effort(f"remove namespace {made}", self._namespaces.remove, made)
+        del state.sandboxes[sandbox.id]
+        return detached
+
+    def _release(self, endpoints: Iterable[Endpoint]) -> None:
+        for endpoint in endpoints:
+            for address in endpoint.addresses:
+                self._ipam.release(endpoint.network_id, address)
+
+    def _refuse_task(self, sandbox: Sandbox, what: str) -> None:
+        task = self._task_of(sandbox.id)
+        if task is not None:
+            raise Conflict(
+                f"container {sandbox.name!r} is a task of service {task.service_name!r} and "
+                f"cannot be {what} alone: use `netdns service scale {task.service_name}=N` or "
+                f"`netdns service rm {task.service_name}`"
+            )
+
+    def _task_of(self, sandbox_id: str) -> Task | None:
+        for endpoint in self._state.endpoints.values():
+            if endpoint.sandbox_id == sandbox_id and endpoint.task is not None:
+                return endpoint.task
+        return None
 
     # -- endpoints --------------------------------------------------------------------------
 
@@ -568,6 +658,8 @@ class DriverCore:
                 "container %s connected to %s: %s", sandbox.name, network.name, _addrs(endpoint)
             )
             self._emit([EndpointAttached(endpoint)])
+            if self._routes_vips(network.id):
+                self._route_vips_in(sandbox)
             return endpoint
 
     def disconnect(self, network_ref: str, container_ref: str) -> Endpoint:
@@ -587,6 +679,8 @@ class DriverCore:
                     f"container {sandbox.name!r} cannot leave the host network: remove the "
                     "container instead"
                 )
+            if endpoint.task is not None:
+                self._refuse_task(sandbox, "disconnected")
             driver = self._driver(network.driver)
             if driver is not None:
                 driver.leave(network, endpoint, sandbox)
@@ -609,6 +703,8 @@ class DriverCore:
             self._state = state
             log.info("container %s disconnected from %s", sandbox.name, network.name)
             self._emit([EndpointDetached(endpoint)])
+            if self._routes_vips(network.id):
+                self._route_vips_in(sandbox)
             return endpoint
 
     def _check_attach(
@@ -687,6 +783,244 @@ class DriverCore:
             raise RuntimeError(f"driver {network.driver} changed more than the MAC of {endpoint}")
         return joined
 
+    # -- services ---------------------------------------------------------------------------
+
+    def service(self, ref: str) -> Service:
+        """By name, full id or unique id prefix."""
+        return _find(self._state.services, ref, "service")
+
+    def services(self) -> list[Service]:
+        return list(self._state.services.values())
+
+    def tasks(self, service_id: str) -> list[tuple[Task, Sandbox]]:
+        """A service's tasks and their sandboxes, by slot."""
+        return _tasks(self._state, service_id)
+
+    def create_service(self, spec: ServiceSpec) -> Service:
+        """Allocate the VIPs (mode vip: one IPv4 address per network from its pool) and start
+        `replicas` tasks, each a sandbox of its own on every network of the service."""
+        with self._lock:
+            name = check_service_name(spec.name)
+            for other in self._state.services.values():
+                if other.name.lower() == name.lower():
+                    raise Conflict(
+                        f"service name {name!r} is already in use by service {other.id[:12]}: "
+                        "remove it or pick another name"
+                    )
+            replicas = check_replicas(spec.replicas)
+            try:
+                mode = EndpointMode(spec.endpoint_mode)
+            except ValueError:
+                raise Invalid(
+                    f"--endpoint-mode {spec.endpoint_mode!r} is not known: use vip or dnsrr"
+                ) from None
+            ports = parse_ports(spec.publish, spec.port_name)
+            networks = self._service_networks(spec.networks, mode)
+            service = Service(
+                id=self._unused_id(self._state.services),
+                name=name,
+                networks=tuple(n.id for n in networks),
+                mode=mode,
+                ports=ports,
+                replicas=replicas,
+            )
+            state = self._state.copy()
+            undo = _Undo()
+            try:
+                if mode is EndpointMode.VIP:
+                    service = replace(service, vips=self._allocate_vips(networks, name, undo))
+                state.services[service.id] = service
+                events = self._add_tasks(state, service, replicas, undo)
+                self._store.save(state)
+            except BaseException:
+                undo.run()
+                raise
+            self._state = state
+            log.info(
+                "service %s (%s) created: %s, %d replicas, VIPs %s",
+                name, service.id[:12], mode.value, replicas,
+                ", ".join(str(v.address) for v in service.vips) or "none",
+            )  # fmt: skip
+            self._emit([ServiceUpdated(service), *events])
+            if service.mode is EndpointMode.VIP:
+                self._route_vips(service.networks)
+            return service
+
+    def scale_service(self, ref: str, replicas: int) -> Service:
+        """Start tasks in the lowest free slots, or stop those in the highest slots first."""
+        with self._lock:
+            service = self.service(ref)
+            return self._scale(service, check_replicas(replicas))
+
+    def remove_service(self, ref: str) -> Service:
+        """Stop every task (highest slot first) and give the VIPs back."""
+        with self._lock:
+            service = self.service(ref)
+            state = self._state.copy()
+            events: list[Event] = []
+            removed: list[Endpoint] = []
+            for _, sandbox in reversed(_tasks(state, service.id)):
+                detached = self._dismantle(state, sandbox)
+                removed += detached
+                events += [*(EndpointDetached(e) for e in detached), SandboxRemoved(sandbox)]
+            del state.services[service.id]
+            self._store.save(state)
+            self._release(removed)
+            for vip in service.vips:
+                self._ipam.release(vip.network_id, vip.address)
+            self._state = state
+            log.info("service %s (%s) removed", service.name, service.id[:12])
+            self._emit([*events, ServiceRemoved(service)])
+            if service.mode is EndpointMode.VIP:
+                self._route_vips(service.networks)
+            return service
+
+    def _scale(self, service: Service, replicas: int) -> Service:
+        tasks = _tasks(self._state, service.id)
+        state = self._state.copy()
+        service = replace(service, replicas=replicas)
+        state.services[service.id] = service
+        events: list[Event] = []
+        removed: list[Endpoint] = []
+        undo = _Undo()
+        try:
+            if len(tasks) < replicas:
+                events = self._add_tasks(state, service, replicas - len(tasks), undo)
+            # Stopping is not undone (a namespace cannot come back): like remove_sandbox, a
+            # failed save leaves the stopped tasks in the state, and the next start prunes them.
+            for _, sandbox in reversed(tasks[replicas:]):
+                detached = self._dismantle(state, sandbox)
+                removed += detached
+                events += [*(EndpointDetached(e) for e in detached), SandboxRemoved(sandbox)]
+            self._store.save(state)
+        except BaseException:
+            undo.run()
+            raise
+        self._release(removed)
+        self._state = state
+        log.info("service %s scaled from %d to %d tasks", service.name, len(tasks), replicas)
+        self._emit([ServiceUpdated(service), *events])
+        if service.mode is EndpointMode.VIP:
+            self._route_vips(service.networks)
+        return service
+
+    def _restore_services(self) -> None:
+        """At start: bring back tasks whose namespace vanished (a reboot), and the VIP tables
+        of every sandbox on a service's network (missing after a reboot)."""
+        for service in list(self._state.services.values()):
+            running = len(_tasks(self._state, service.id))
+            if running < service.replicas:
+                log.warning(
+                    "service %s has %d of %d tasks; starting the missing ones",
+                    service.name, running, service.replicas,
+                )  # fmt: skip
+                _best_effort(
+                    f"restore service {service.name}", self._scale, service, service.replicas
+                )
+            elif service.mode is EndpointMode.VIP:
+                self._route_vips(service.networks)
+
+    def _service_networks(self, refs: Iterable[str], mode: EndpointMode) -> list[Network]:
+        networks: list[Network] = []
+        for ref in refs:
+            network = self.network(ref)
+            if network in networks:
+                raise Invalid(f"--network {ref!r} is given twice")
+            if not network.dns:
+                raise Invalid(
+                    f"network {network.name!r} has no embedded DNS: services need a user-defined "
+                    "network (netdns network create NAME)"
+                )
+            if network.scope is Scope.GLOBAL:
+                raise Unsupported(
+                    f"network {network.name!r} is an overlay network: services on overlay "
+                    "networks need the cluster store; use a bridge or macvlan network"
+                )
+            if mode is EndpointMode.VIP and not self._ipam.has_family(network.id, 4):
+                raise Invalid(
+                    f"network {network.name!r} has no IPv4 subnet for a VIP: use "
+                    "--endpoint-mode dnsrr"
+                )
+            networks.append(network)
+        if not networks:
+            raise Invalid("a service needs a network: give --network NET")
+        return networks
+
+    def _allocate_vips(
+        self, networks: Iterable[Network], name: str, undo: _Undo
+    ) -> tuple[VirtualIP, ...]:
+        vips = []
+        for network in networks:
+            address = self._ipam.allocate(network, 4, f"service {name} (VIP)")
+            undo.push(
+                f"release VIP {address}",
+                lambda n=network.id, a=address: self._ipam.release(n, a),  # type: ignore[misc]
+            )
+            vips.append(VirtualIP(network.id, address))
+        return tuple(vips)
+
+    def _add_tasks(self, state: State, service: Service, count: int, undo: _Undo) -> list[Event]:
+        """Start `count` tasks in the lowest free slots; adds them to `state`, pushes undo."""
+        networks = [state.networks[n] for n in service.networks]
+        taken = {task.slot for task, _ in _tasks(state, service.id)}
+        events: list[Event] = []
+        slot = 0
+        for _ in range(count):
+            slot += 1
+            while slot in taken:
+                slot += 1
+            events += self._add_task(state, service, networks, slot, undo)
+        return events
+
+    def _add_task(
+        self, state: State, service: Service, networks: list[Network], slot: int, undo: _Undo
+    ) -> list[Event]:
+        """One task: a sandbox named `<svc>.<slot>.<taskid>` (its own namespace, made as
+        create_sandbox makes one) on every network of the service, endpoints marked as tasks."""
+        task = Task(service.id, service.name, slot, new_task_id())
+        sandbox = Sandbox(id=self._unused_id(state.sandboxes), name=task.name, hostname=task.name)
+        endpoints = [
+            replace(self._allocate(_Attachment(n, (), None, None), sandbox, undo), task=task)
+            for n in networks
+        ]
+        path = self._namespaces.create(task.name)
+        undo.push(f"remove namespace {path}", lambda: self._namespaces.remove(task.name))
+        sandbox = replace(sandbox, netns=path)
+        joined = [self._join(n, e, sandbox, undo) for n, e in zip(networks, endpoints, strict=True)]
+        state.sandboxes[sandbox.id] = sandbox
+        state.made_netns[sandbox.id] = task.name
+        for endpoint in joined:
+            state.endpoints[endpoint.id] = endpoint
+        return [SandboxCreated(sandbox), *(EndpointAttached(e) for e in joined)]
+
+    # -- VIP routes (drivers/vip.py) --------------------------------------------------------
+
+    def _routes_vips(self, network_id: str) -> bool:
+        """Whether sandboxes on the network carry VIP routes (a vip service uses it)."""
+        return any(
+            s.mode is EndpointMode.VIP and network_id in s.networks
+            for s in self._state.services.values()
+        )
+
+    def _route_vips(self, network_ids: Iterable[str]) -> None:
+        """Rewrite the VIP table of every sandbox on these networks (the tasks included)."""
+        wanted = set(network_ids)
+        sandbox_ids = {
+            e.sandbox_id for e in self._state.endpoints.values() if e.network_id in wanted
+        }
+        for sandbox in self._state.sandboxes.values():
+            if sandbox.id in sandbox_ids:
+                self._route_vips_in(sandbox)
+
+    def _route_vips_in(self, sandbox: Sandbox) -> None:
+        # After the state change: a failure is logged, and the next change on the network
+        # rewrites the whole table again.
+        if sandbox.netns:
+            routes = vip_routes(self._state, sandbox.id)
+            _best_effort(
+                f"set VIP routes in {sandbox.name}", self._vip_routes.apply, sandbox.netns, routes
+            )
+
     # -- helpers ----------------------------------------------------------------------------
 
     def _driver(self, kind: Driver) -> NetworkDriver | None:
@@ -733,3 +1067,91 @@ def _subnets(network: Network) -> str:
 
 def _addrs(endpoint: Endpoint) -> str:
     return ", ".join(map(str, endpoint.addresses)) or "no addresses"
+
+
+# -- services: pure helpers ---------------------------------------------------------------------
+
+
+def new_task_id() -> str:
+    return "".join(secrets.choice(_TASK_ID_ALPHABET) for _ in range(TASK_ID_LENGTH))
+
+
+def check_service_name(name: str) -> str:
+    if not name:
+        raise Invalid("service name is empty: give --name NAME")
+    if len(name) > SERVICE_NAME_MAX or not _SERVICE_NAME_RE.match(name):
+        raise Invalid(
+            f"service name {name!r} is not valid: one DNS label of at most {SERVICE_NAME_MAX} "
+            "letters, digits, '-' and '_', starting and ending with a letter or digit"
+        )
+    return name
+
+
+def check_replicas(replicas: object) -> int:
+    if not isinstance(replicas, int) or isinstance(replicas, bool):
+        raise Invalid(f"replicas {replicas!r} is not a number: give 0 to {MAX_REPLICAS}")
+    if not 0 <= replicas <= MAX_REPLICAS:
+        raise Invalid(f"replicas {replicas} is out of range: give 0 to {MAX_REPLICAS}")
+    return replicas
+
+
+def parse_ports(publish: Iterable[str], port_name: str = "") -> tuple[ServicePort, ...]:
+    """`--publish PORT[/PROTO]` (PROTO tcp or udp, default tcp) as service ports, named
+    `port_name` for SRV, else after the port number."""
+    publish = list(publish)
+    if port_name and not publish:
+        raise Invalid(f"--port-name {port_name!r} names published ports: add --publish PORT/PROTO")
+    if port_name and (len(port_name) > 63 or not _PORT_NAME_RE.match(port_name)):
+        raise Invalid(
+            f"--port-name {port_name!r} is not a DNS label: letters, digits and '-', "
+            "not starting or ending with '-' (e.g. http)"
+        )
+    ports: dict[tuple[int, str], ServicePort] = {}
+    for text in publish:
+        number, sep, protocol = text.partition("/")
+        protocol = protocol.lower() if sep else "tcp"
+        if ":" in number:
+            raise Invalid(
+                f"--publish {text!r}: netdns publishes a service port on the service's networks "
+                "only, not on the host: give PORT/PROTO such as 80/tcp"
+            )
+        if not number.isdigit() or not 0 < int(number) < 65536:
+            raise Invalid(f"--publish {text!r}: the port must be a number from 1 to 65535")
+        if protocol not in PROTOCOLS:
+            raise Invalid(f"--publish {text!r}: the protocol must be tcp or udp")
+        port = int(number)
+        ports.setdefault((port, protocol), ServicePort(port_name or str(port), protocol, port))
+    return tuple(ports.values())
+
+
+def _tasks(state: State, service_id: str) -> list[tuple[Task, Sandbox]]:
+    found: dict[str, Task] = {}
+    for endpoint in state.endpoints.values():
+        if endpoint.task is not None and endpoint.task.service_id == service_id:
+            found.setdefault(endpoint.sandbox_id, endpoint.task)
+    tasks = [(t, state.sandboxes[sid]) for sid, t in found.items() if sid in state.sandboxes]
+    return sorted(tasks, key=lambda pair: pair[0].slot)
+
+
+def vip_routes(state: State, sandbox_id: str) -> list[VipRoute]:
+    """The VIP routes a sandbox needs: every vip service on its networks, to the tasks'
+    IPv4 addresses on that network (slot order)."""
+    attached = {e.network_id for e in state.endpoints.values() if e.sandbox_id == sandbox_id}
+    routes = []
+    for service in state.services.values():
+        if service.mode is not EndpointMode.VIP:
+            continue
+        tasks = {sandbox.id: task.slot for task, sandbox in _tasks(state, service.id)}
+        for vip in service.vips:
+            if vip.network_id not in attached or vip.address.version != 4:
+                continue
+            backends = sorted(
+                (tasks.get(e.sandbox_id, 0), e.ipv4)
+                for e in state.endpoints.values()
+                if e.network_id == vip.network_id
+                and e.ipv4 is not None
+                and e.task is not None
+                and e.task.service_id == service.id
+            )
+            routes.append(VipRoute(vip.address, service.ports, tuple(a for _, a in backends)))  # type: ignore[arg-type]
+    return routes

@@ -16,6 +16,12 @@ Routes (JSON in and out):
                                                 "netns"}
     GET    /v1/containers/{ref}
     DELETE /v1/containers/{ref}
+    GET    /v1/services                        every service, as `docker service inspect`
+    POST   /v1/services                        {"name", "networks", "replicas",
+                                                "endpoint_mode", "publish", "port_name"}
+    GET    /v1/services/{ref}
+    DELETE /v1/services/{ref}
+    POST   /v1/services/{ref}/scale            {"replicas": N}
     GET    /v1/resolve?from=C&name=N&type=T    what C would get for N, and which rule says so
 
 Every error is {"message": ..., "status": N}. The status of a NetdnsError comes from its class
@@ -33,9 +39,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec
+from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec, ServiceSpec
 from drivers.errors import Invalid, NetdnsError
-from drivers.model import Endpoint, Network, Sandbox
+from drivers.model import Endpoint, Network, Sandbox, Service
 from resolver import inspect
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,12 @@ class AdminOps(Protocol):
     async def create_sandbox(self, spec: SandboxSpec) -> Sandbox: ...
 
     async def remove_sandbox(self, ref: str) -> Sandbox: ...
+
+    async def create_service(self, spec: ServiceSpec) -> Service: ...
+
+    async def scale_service(self, ref: str, replicas: int) -> Service: ...
+
+    async def remove_service(self, ref: str) -> Service: ...
 
     async def explain(self, sandbox_ref: str, name: str, qtype: str) -> dict[str, Any]:
         """rcode, answers as zone text, rule, path, the networks holding the name, ..."""
@@ -130,6 +142,16 @@ class Body:
         value = self._data.get(field, False)
         if not isinstance(value, bool):
             raise Invalid(f"field {field!r} must be true or false, not {_json_type(value)}")
+        return value
+
+    def integer(self, field: str, *, default: int | None = None) -> int:
+        value = self._data.get(field)
+        if value is None:
+            if default is None:
+                raise Invalid(f"field {field!r} is required (a number)")
+            return default
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise Invalid(f"field {field!r} must be a whole number, not {_json_type(value)}")
         return value
 
     def texts(self, field: str) -> tuple[str, ...]:
@@ -319,6 +341,52 @@ async def remove_container(request: web.Request) -> web.Response:
     return web.json_response({"Name": sandbox.name, "Id": sandbox.id})
 
 
+def _service_json(core: DriverCore, service: Service) -> dict[str, Any]:
+    return inspect.service_inspect(
+        service, core.tasks(service.id), core.endpoints(), core.networks()
+    )
+
+
+async def list_services(request: web.Request) -> web.Response:
+    core = _ops(request).core
+    return web.json_response([_service_json(core, s) for s in core.services()])
+
+
+SERVICE_FIELDS = ("name", "networks", "replicas", "endpoint_mode", "publish", "port_name")
+
+
+async def create_service(request: web.Request) -> web.Response:
+    body = await read_body(request, SERVICE_FIELDS)
+    spec = ServiceSpec(
+        name=body.text("name", required=True),
+        networks=body.texts("networks"),
+        replicas=body.integer("replicas", default=1),
+        endpoint_mode=body.text("endpoint_mode", default="vip"),
+        publish=body.texts("publish"),
+        port_name=body.text("port_name"),
+    )
+    ops = _ops(request)
+    service = await ops.create_service(spec)
+    return web.json_response(_service_json(ops.core, service), status=201)
+
+
+async def get_service(request: web.Request) -> web.Response:
+    core = _ops(request).core
+    return web.json_response(_service_json(core, core.service(request.match_info["ref"])))
+
+
+async def scale_service(request: web.Request) -> web.Response:
+    body = await read_body(request, ("replicas",))
+    ops = _ops(request)
+    service = await ops.scale_service(request.match_info["ref"], body.integer("replicas"))
+    return web.json_response(_service_json(ops.core, service))
+
+
+async def remove_service(request: web.Request) -> web.Response:
+    service = await _ops(request).remove_service(request.match_info["ref"])
+    return web.json_response({"Name": service.name, "ID": service.id})
+
+
 async def resolve(request: web.Request) -> web.Response:
     query = request.query
     unknown = sorted(set(query) - {"from", "name", "type"})
@@ -345,5 +413,10 @@ def make_app(ops: AdminOps) -> web.Application:
     app.router.add_post("/v1/containers", create_container)
     app.router.add_get("/v1/containers/{ref}", get_container)
     app.router.add_delete("/v1/containers/{ref}", remove_container)
+    app.router.add_get("/v1/services", list_services)
+    app.router.add_post("/v1/services", create_service)
+    app.router.add_get("/v1/services/{ref}", get_service)
+    app.router.add_delete("/v1/services/{ref}", remove_service)
+    app.router.add_post("/v1/services/{ref}/scale", scale_service)
     app.router.add_get("/v1/resolve", resolve)
     return app

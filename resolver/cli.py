@@ -1,4 +1,5 @@
-"""The `netdns` command: docker's words for networks and containers, over the admin API.
+"""The `netdns` command: docker's words for networks, containers and services, over the admin
+API.
 
 Every command talks to the daemon through resolver.client (except `daemon`, which is the
 daemon, and `exec`, which also runs a process in the container's namespace). Output is a table
@@ -218,6 +219,60 @@ def cmd_container_inspect(ctx: Context) -> int:
 
 def cmd_container_rm(ctx: Context) -> int:
     return _remove_each(ctx, ctx.client.remove_container)
+
+
+def cmd_service_create(ctx: Context) -> int:
+    a = ctx.args
+    created = ctx.client.create_service(
+        name=a.name,
+        networks=a.network,
+        replicas=a.replicas,
+        endpoint_mode=a.endpoint_mode,
+        publish=a.publish,
+        port_name=a.port_name,
+    )
+    if ctx.json:
+        print_json(created, ctx.out)
+    else:
+        print(created["ID"], file=ctx.out)
+    return 0
+
+
+def scale_pairs(values: Sequence[str]) -> list[tuple[str, int]]:
+    """`NAME=N` arguments of `service scale`, checked before any is sent."""
+    pairs = []
+    for value in values:
+        name, sep, count = value.rpartition("=")
+        if not sep or not name or not count.isdigit():
+            raise Invalid(f"service scale {value!r}: expected NAME=N (for example web=3)")
+        pairs.append((name, int(count)))
+    return pairs
+
+
+def cmd_service_scale(ctx: Context) -> int:
+    """docker's scale: each NAME=N in turn, a line per service scaled; go on past failures."""
+    code = 0
+    for name, replicas in scale_pairs(ctx.args.scales):
+        try:
+            scaled = ctx.client.scale_service(name, replicas)
+        except ClientError as exc:
+            code = fail(exc, ctx.err)
+        else:
+            print(f"{scaled['Spec']['Name']} scaled to {replicas}", file=ctx.out)
+    return code
+
+
+def cmd_service_ls(ctx: Context) -> int:
+    rows = [inspect.service_row(s) for s in ctx.client.services()]
+    return print_rows(ctx, rows, inspect.SERVICE_COLUMNS)
+
+
+def cmd_service_inspect(ctx: Context) -> int:
+    return _inspect_each(ctx, ctx.client.service)
+
+
+def cmd_service_rm(ctx: Context) -> int:
+    return _remove_each(ctx, ctx.client.remove_service)
 
 
 def exec_argv(sandbox_key: str, command: Sequence[str]) -> list[str]:
@@ -586,6 +641,100 @@ def build_parser() -> argparse.ArgumentParser:
         "Disconnect containers from all networks and remove the namespaces netdns made; "
         "prints each name removed.",
         ["netdns container rm alpine1 alpine2"],
+        aliases=["remove"],
+    )
+    p.add_argument("names", nargs="+", metavar="NAME")
+
+    # service ...
+    service = commands.add(
+        "service",
+        None,
+        "manage services (replicated tasks behind one name)",
+        "A service is N tasks, each a container named <svc>.<slot>.<taskid> on the service's "
+        "network. `<svc>` answers the service's virtual IP (endpoint mode vip; connections to "
+        "it are spread over the tasks) or every task address (dnsrr); `tasks.<svc>` every task "
+        "address; `_<port-name>._<proto>.<svc>` SRV one record per task.",
+        ["netdns service ls", "netdns service create --name web --network app --replicas 3"],
+    )
+    services = _Subcommands(service, "service_command", "service commands")
+    p = services.add(
+        "create",
+        cmd_service_create,
+        "create a service",
+        "Create a service on a user-defined network (bridge, macvlan, ipvlan), start its tasks "
+        "and print its id. Names answer before the command returns.",
+        [
+            "netdns service create --name web --network app --replicas 3 --publish 80/tcp "
+            "--port-name http",
+            "netdns service create --name db --network app --endpoint-mode dnsrr",
+        ],
+    )
+    p.add_argument("--name", required=True, help="service name (required; one DNS label)")
+    p.add_argument(
+        "--network", action="append", required=True, metavar="NET", help="network (required)"
+    )
+    p.add_argument("--replicas", type=int, default=1, metavar="N", help="tasks (default 1)")
+    p.add_argument(
+        "--endpoint-mode",
+        choices=["vip", "dnsrr"],
+        default="vip",
+        help="vip: one virtual IP spread over the tasks; dnsrr: the name answers every task "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--publish",
+        action="append",
+        default=[],
+        metavar="PORT/PROTO",
+        help="service port (tcp or udp; repeatable): the VIP forwards only these, and SRV "
+        "names them; without any the VIP forwards every port",
+    )
+    p.add_argument(
+        "--port-name",
+        default="",
+        metavar="NAME",
+        help="SRV name of the published ports, `_NAME._PROTO.SVC` (default: the port number)",
+    )
+    _format_option(p)
+
+    p = services.add(
+        "scale",
+        cmd_service_scale,
+        "change the number of tasks",
+        "Start or stop tasks until each service has N (stopping the highest slots first); "
+        "answers change before the command returns.",
+        ["netdns service scale web=5", "netdns service scale web=1 db=2"],
+    )
+    p.add_argument("scales", nargs="+", metavar="NAME=N")
+
+    p = services.add(
+        "ls",
+        cmd_service_ls,
+        "list services",
+        "List services: id, name, mode, running/desired tasks, endpoint mode, ports.",
+        ["netdns service ls", "netdns service ls --format json"],
+        aliases=["list"],
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
+    _format_option(p)
+
+    p = services.add(
+        "inspect",
+        cmd_service_inspect,
+        "show services in detail (JSON)",
+        "Print a JSON array with each service as `docker service inspect` shows it (Spec, "
+        "Endpoint.VirtualIPs, Endpoint.Ports), plus its running Tasks.",
+        ["netdns service inspect web"],
+    )
+    p.add_argument("names", nargs="+", metavar="NAME")
+    _format_option(p, "json")
+
+    p = services.add(
+        "rm",
+        cmd_service_rm,
+        "remove services",
+        "Stop every task of the services, give their VIPs back; prints each name removed.",
+        ["netdns service rm web"],
         aliases=["remove"],
     )
     p.add_argument("names", nargs="+", metavar="NAME")

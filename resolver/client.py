@@ -185,3 +185,18 @@ class Client:
         if source:
             query["from"] = source
         return self.get("/v1/resolve", query)
+
+    def services(self) -> list[dict[str, Any]]:
+        return self.get("/v1/services")
+
+    def service(self, name: str) -> dict[str, Any]:
+        return self.get(f"/v1/services/{ref(name)}")
+
+    def create_service(self, **fields: Any) -> dict[str, Any]:
+        return self.post("/v1/services", fields)
+
+    def scale_service(self, name: str, replicas: int) -> dict[str, Any]:
+        return self.post(f"/v1/services/{ref(name)}/scale", {"replicas": replicas})
+
+    def remove_service(self, name: str) -> dict[str, Any]:
+        return self.delete(f"/v1/services/{ref(name)}")

@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 from aiohttp import web
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec
+from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec, ServiceSpec
 from drivers.errors import Invalid, NetdnsError
-from drivers.model import Endpoint, Event, Network, Sandbox
+from drivers.model import Endpoint, Event, Network, Sandbox, Service
 from drivers.namespaces import Namespaces
 from drivers.registry import default_drivers
 from drivers.store import LocalStore
@@ -90,7 +90,7 @@ class Daemon:
         )  # fmt: skip
         self.listeners = ListenerManager(
             self.table, self.resolver.handle, host_resolv=self._host_resolv_for_sandboxes,
-            etc_netns=config.etc_netns,
+            etc_netns=config.etc_netns, fast=self.resolver.fast,
         )  # fmt: skip
         self.core = DriverCore(
             LocalStore(config.root), default_drivers(), Namespaces(),
@@ -168,6 +168,15 @@ class Daemon:
 
     async def remove_sandbox(self, ref: str) -> Sandbox:
         return await self._call(self.core.remove_sandbox, ref)
+
+    async def create_service(self, spec: ServiceSpec) -> Service:
+        return await self._call(self.core.create_service, spec)
+
+    async def scale_service(self, ref: str, replicas: int) -> Service:
+        return await self._call(self.core.scale_service, ref, replicas)
+
+    async def remove_service(self, ref: str) -> Service:
+        return await self._call(self.core.remove_service, ref)
 
     async def explain(self, sandbox_ref: str, name: str, qtype: str) -> dict[str, Any]:
         """What `sandbox_ref` would get for `name`, which rule gave it, and by which path."""

@@ -1,4 +1,5 @@
-"""Docker's JSON shapes for netdns state: `network inspect`, `container inspect`, the `ls` rows.
+"""Docker's JSON shapes for netdns state: `network inspect`, `container inspect`,
+`service inspect`, the `ls` rows.
 
 Pure functions from the model (drivers/model.py) to plain dicts, so the admin API returns what
 users of `docker network inspect` already read, and the CLI turns the same dicts into rows.
@@ -8,16 +9,17 @@ notion of (labels, IPAM options) are present and empty.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from drivers.model import Endpoint, IPAddress, IPNetwork, Network, Sandbox
+from drivers.model import Endpoint, IPAddress, IPNetwork, Network, Sandbox, Service, Task
 from resolver.names import endpoint_names
 
 SHORT_ID = 12
 
 NETWORK_COLUMNS = ("NETWORK ID", "NAME", "DRIVER", "SCOPE")
 CONTAINER_COLUMNS = ("CONTAINER ID", "NAME", "NETWORKS", "IPS")
+SERVICE_COLUMNS = ("ID", "NAME", "MODE", "REPLICAS", "ENDPOINT MODE", "PORTS")
 
 
 def _timestamp(created: str) -> str:
@@ -155,6 +157,67 @@ def container_inspect(
     }
 
 
+def service_inspect(
+    service: Service,
+    tasks: Sequence[tuple[Task, Sandbox]],
+    endpoints: Iterable[Endpoint],
+    networks: Iterable[Network],
+) -> dict[str, Any]:
+    """`docker service inspect` of one service (the network part), plus its running tasks
+    (docker keeps those in `docker service ps`): `tasks` by slot, `endpoints` must include
+    theirs and `networks` the service's."""
+    networks_by_id = {n.id: n for n in networks}
+    ports = [{"Name": p.name, "Protocol": p.protocol, "TargetPort": p.port} for p in service.ports]
+    vips = [
+        {
+            "NetworkID": vip.network_id,
+            "Addr": _with_prefix(networks_by_id[vip.network_id], vip.address)
+            if vip.network_id in networks_by_id
+            else str(vip.address),
+        }
+        for vip in service.vips
+    ]
+    by_sandbox: dict[str, list[Endpoint]] = {}
+    for endpoint in endpoints:
+        by_sandbox.setdefault(endpoint.sandbox_id, []).append(endpoint)
+    task_list = [
+        {
+            "ID": task.task_id,
+            "Name": task.name,
+            "Slot": task.slot,
+            "ContainerID": sandbox.id,
+            "SandboxKey": sandbox.netns,
+            "NetworksAttachments": [
+                {
+                    "NetworkID": e.network_id,
+                    "Addresses": [
+                        _with_prefix(networks_by_id[e.network_id], a)
+                        for a in e.addresses
+                        if e.network_id in networks_by_id
+                    ],
+                }
+                for e in by_sandbox.get(sandbox.id, [])
+            ],
+        }
+        for task, sandbox in tasks
+    ]
+    return {
+        "ID": service.id,
+        "Spec": {
+            "Name": service.name,
+            "Mode": {"Replicated": {"Replicas": service.replicas}},
+            "TaskTemplate": {"Networks": [{"Target": n} for n in service.networks]},
+            "EndpointSpec": {"Mode": str(service.mode), "Ports": ports},
+        },
+        "Endpoint": {
+            "Spec": {"Mode": str(service.mode), "Ports": ports},
+            "Ports": ports,
+            "VirtualIPs": vips,
+        },
+        "Tasks": task_list,
+    }
+
+
 # -- `ls` rows, made from the inspect dicts above (all the CLI receives) ---------------------
 
 
@@ -188,3 +251,17 @@ def container_row(inspect: dict[str, Any]) -> dict[str, Any]:
 def row_cells(row: dict[str, Any]) -> list[str]:
     """A row's values as table cells: lists joined with commas, in column order."""
     return [",".join(v) if isinstance(v, list) else str(v) for v in row.values()]
+
+
+def service_row(inspect: dict[str, Any]) -> dict[str, Any]:
+    """One `service ls` row: ID (12), Name, Mode, Replicas (running/desired), endpoint mode,
+    Ports (80/tcp)."""
+    spec = inspect["Spec"]
+    return {
+        "ID": inspect["ID"][:SHORT_ID],
+        "Name": spec["Name"],
+        "Mode": "replicated",
+        "Replicas": f"{len(inspect['Tasks'])}/{spec['Mode']['Replicated']['Replicas']}",
+        "EndpointMode": spec["EndpointSpec"]["Mode"],
+        "Ports": [f"{p['TargetPort']}/{p['Protocol']}" for p in spec["EndpointSpec"]["Ports"]],
+    }

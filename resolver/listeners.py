@@ -26,7 +26,7 @@ from drivers.model import (
 )
 from resolver import netns
 from resolver.names import NameTable
-from resolver.server import Handler, Listener, ListenerConfig
+from resolver.server import FastHandler, Handler, Listener, ListenerConfig
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,11 @@ class ListenerManager:
         host_resolv: Callable[[], tuple[list[str], list[str]]],
         etc_netns: Path = Path("/etc/netns"),
         config: ListenerConfig | None = None,
+        fast: FastHandler | None = None,
     ) -> None:
         self.table = table
         self.handler = handler
+        self.fast = fast
         self.host_resolv = host_resolv
         self.etc_netns = etc_netns
         self.config = config or ListenerConfig()
@@ -111,7 +113,7 @@ class ListenerManager:
         try:
             listener = await Listener.start(
                 self.handler, sandbox.id, udp_sock=sockets.udp, tcp_sock=sockets.tcp,
-                config=self.config,
+                config=self.config, fast=self.fast,
             )  # fmt: skip
             await asyncio.to_thread(netns.install_redirect, sandbox.netns, sockets.port)
         except BaseException:

@@ -5,6 +5,11 @@ sandbox it serves and sends back whatever bytes the handler returns (already fit
 the handler), or nothing. Many listeners share one event loop; every query runs in a task the
 listener owns, so a slow or failing one holds up nothing and stops nothing.
 
+A listener may also have a fast handler: a plain function tried first, in the protocol callback,
+for every message; when it returns bytes they are sent at once, with no task, no future and no
+log line (the hot path, resolver/wire.py). When it returns None the message goes to the handler
+in a task as above.
+
 TCP follows RFC 7766: 2-byte length framing, several queries per connection, each answered as
 soon as it is ready (out of order), whole frames per write, idle and slow-read timeouts, a cap
 on open connections and on queries in flight per connection.
@@ -17,7 +22,7 @@ import errno
 import logging
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -39,6 +44,10 @@ class Handler(Protocol):
         ...
 
 
+# (sandbox id, message, tcp) -> the reply (UDP: already fitted, R15), or None for the handler.
+FastHandler = Callable[[str, bytes, bool], bytes | None]
+
+
 @dataclass(frozen=True, slots=True)
 class ListenerConfig:
     tcp_idle_timeout: float = 30.0  # a connection with nothing in flight is closed after this
@@ -55,6 +64,7 @@ class ListenerStats:
     tcp_rejected: int = 0  # connections closed at once: over max_tcp_connections
     dropped: int = 0  # queries that got no reply: the handler said so, failed, or no room
     handler_errors: int = 0
+    fast_answers: int = 0  # of udp_queries + tcp_queries, those the fast handler answered
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -111,11 +121,18 @@ def bind_pair(host: str, port: int = 0) -> tuple[socket.socket, socket.socket]:
 class Listener:
     """One sandbox's DNS server: UDP and TCP on one address, answers from `handler`."""
 
-    def __init__(self, handler: Handler, sandbox_id: str, config: ListenerConfig) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        sandbox_id: str,
+        config: ListenerConfig,
+        fast: FastHandler | None = None,
+    ) -> None:
         self.sandbox_id = sandbox_id
         self.config = config
         self.stats = ListenerStats()
         self._handler = handler
+        self._fast = fast
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: set[_TcpConnection] = set()
@@ -137,14 +154,16 @@ class Listener:
         udp_sock: socket.socket | None = None,
         tcp_sock: socket.socket | None = None,
         config: ListenerConfig = ListenerConfig(),  # frozen, so one shared default is safe
+        fast: FastHandler | None = None,
     ) -> Listener:
         """Serve on (host, port), or on the given sockets: already bound, TCP maybe not listening
-        (made inside a sandbox's namespace). The listener owns the sockets from here on."""
+        (made inside a sandbox's namespace). The listener owns the sockets from here on.
+        `fast`, when given, is tried first for every message (see the module docstring)."""
         if (udp_sock is None) != (tcp_sock is None):
             raise Invalid("Listener.start: pass both udp_sock and tcp_sock, or neither")
         if udp_sock is None or tcp_sock is None:
             udp_sock, tcp_sock = bind_pair(host, port)
-        listener = cls(handler, sandbox_id, config)
+        listener = cls(handler, sandbox_id, config, fast)
         try:
             await listener._serve(udp_sock, tcp_sock)
         except BaseException:
@@ -212,6 +231,22 @@ class Listener:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("listener %s: query task failed", self.sandbox_id, exc_info=exc)
 
+    def answer_fast(self, data: bytes, *, tcp: bool) -> bytes | None:
+        """The fast handler's reply, or None (no fast handler, it declined, or it failed)."""
+        fast = self._fast
+        if fast is None:
+            return None
+        try:
+            reply = fast(self.sandbox_id, data, tcp)
+        except Exception:
+            # The slow path answers instead; the failure is reported like a handler's.
+            self.stats.handler_errors += 1
+            self._log_handler_error()
+            return None
+        if reply is not None:
+            self.stats.fast_answers += 1
+        return reply
+
     async def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
         """The handler's reply, or None; a handler failure is logged and drops the query."""
         try:
@@ -263,10 +298,17 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if self._listener.closing:
+        listener = self._listener
+        if listener.closing:
             return
-        self._listener.stats.udp_queries += 1
-        self._listener.spawn(self._answer(data, addr))
+        listener.stats.udp_queries += 1
+        reply = listener.answer_fast(data, tcp=False)
+        if reply is None:
+            listener.spawn(self._answer(data, addr))
+        elif self._writing_paused:
+            listener.stats.dropped += 1
+        else:
+            self._transport.sendto(reply, addr)  # type: ignore[union-attr]
 
     async def _answer(self, data: bytes, addr: Any) -> None:
         reply = await self._listener.answer(data, tcp=False)
@@ -379,14 +421,20 @@ class _TcpConnection(asyncio.Protocol):
 
     def _start_query(self, message: bytes) -> None:
         self._listener.stats.tcp_queries += 1
+        reply = self._listener.answer_fast(message, tcp=True)
+        if reply is not None:
+            self._send(reply)
+            return
         task = self._listener.spawn(self._answer(message))
         self._inflight.add(task)
         task.add_done_callback(self._query_done)
 
     async def _answer(self, message: bytes) -> None:
         reply = await self._listener.answer(message, tcp=True)
-        if reply is None:
-            return
+        if reply is not None:
+            self._send(reply)
+
+    def _send(self, reply: bytes) -> None:
         if len(reply) > MAX_FRAME:
             log.warning(
                 "listener %s: reply of %d bytes does not fit a TCP frame, dropped",

@@ -100,6 +100,20 @@ class Dnsmasq:
         """Queries dnsmasq received so far (from its --log-queries lines)."""
         return sum(1 for line in list(self.log) if _QUERY_LOG.search(line))
 
+    def settled_queries(self, quiet: float = 0.3, limit: float = 3.0) -> int:
+        """The query count once dnsmasq's log has been still for `quiet` seconds: its lines
+        arrive through a pipe, so a count read at once may miss an earlier test's queries."""
+        deadline = time.monotonic() + limit
+        count, since = self.queries, time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = self.queries
+            if now != count:
+                count, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                break
+        return count
+
     def command(self) -> list[str]:
         return [
             DNSMASQ,

@@ -29,8 +29,12 @@ class Peer(enum.StrEnum):
 
 
 _TAGS = {Peer.NETDNS: "nd", Peer.AARDVARK: "aa", Peer.DNSMASQ: "dm"}
-_ALIASES = {"netdns": Peer.NETDNS, "aardvark": Peer.AARDVARK, "aardvark-dns": Peer.AARDVARK}
-_ALIASES["dnsmasq"] = Peer.DNSMASQ
+_ALIASES = {
+    "netdns": Peer.NETDNS,
+    "aardvark": Peer.AARDVARK,
+    "aardvark-dns": Peer.AARDVARK,
+    "dnsmasq": Peer.DNSMASQ,
+}
 
 
 def parse_peers(text: str) -> list[Peer]:

@@ -111,7 +111,10 @@ def binary() -> str | None:
 
 def missing() -> str | None:
     if binary() is None:
-        return f"aardvark-dns not installed (apt-get install aardvark-dns; looked in PATH and {DEBIAN_BINARY})"
+        return (
+            "aardvark-dns is not installed (apt-get install aardvark-dns; looked in PATH and "
+            f"at {DEBIAN_BINARY})"
+        )
     return None
 
 
@@ -171,7 +174,9 @@ def running(zone: Zone, net: LabNet, workdir: Path) -> Iterator[Target]:
         raise NotFound(missing() or "aardvark-dns not installed")
     client = net.client(Peer.AARDVARK)
     config_dir = workdir / "aardvark"
-    write_config(config_dir, NETWORK.name, config_text([net.gateway], bench_entries(zone, client.address)))
+    write_config(
+        config_dir, NETWORK.name, config_text([net.gateway], bench_entries(zone, client.address))
+    )
     log_path = workdir / "aardvark.log"
     write_resolv_conf(net.host_netns, f"nameserver {net.upstream}\n")
     daemon: tuple[int, int] | None = None

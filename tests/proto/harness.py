@@ -130,8 +130,9 @@ class ServerThread:
         for port in ports:
             try:
                 return await Listener.start(
-                    self.resolver.handle, sandbox_id, random_loopback(), port, config=self.config
-                )
+                    self.resolver.handle, sandbox_id, random_loopback(), port,
+                    config=self.config, fast=self.resolver.fast,
+                )  # fmt: skip
             except (Conflict, PermissionError):
                 if port == 0:
                     raise

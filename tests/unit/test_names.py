@@ -309,9 +309,7 @@ def test_r8_ptr_not_for_other_networks(topo: Topology) -> None:
     a, b = topo.sandbox("a"), topo.sandbox("b")
     topo.attach(a, n1, "10.17.1.2")
     topo.attach(b, n2, "10.17.2.3")
-    assert topo.table.lookup(a.id, "3.2.17.10.in-addr.arpa", QTYPE_PTR).outcome is (
-        Outcome.FORWARD
-    )
+    assert topo.table.lookup(a.id, "3.2.17.10.in-addr.arpa", QTYPE_PTR).outcome is (Outcome.FORWARD)
 
 
 @pytest.mark.parametrize(

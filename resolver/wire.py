@@ -1,0 +1,473 @@
+"""The hot path: answers straight from bytes, without parsing a query into objects.
+
+`parse_question` reads the header and the question of the common query (one question, class
+IN, plain labels, at most one well-formed EDNS OPT) and returns None for anything else, which
+then takes the slow path (resolver/resolve.py: dnslib, the rules, the forwarder).
+
+`HotCache` keeps finished answers encoded once by the slow path, keyed by (sandbox, lowercased
+question name on the wire, type, EDNS/DO/CD bits). A reply is the client's own id, the flags
+(QR, RA, the client's RD, the rcode), the counts, the client's own question bytes, then the
+entry's tail: every record after the question. dnslib writes each answer owner as a pointer to
+offset 12, the question name, so the owner takes the client's case (R2) for free; an entry whose
+tail points anywhere else inside the question is not kept (it would depend on the case).
+
+Local answers (R2-R8, R12, R12b) live until an event changes a name they depended on or the
+view of their sandbox (`NameTable.change_of`), never by time. Shared names (R4) keep a few
+orders shuffled in advance and give the next one on each query. Forwarded answers the answer
+cache has already served once (R13) are kept too, with their TTLs counted down at precomputed
+offsets, until their TTL runs out or the default upstreams change. Replies over the client's UDP
+limit are declined: the slow path truncates them (R15). The cache holds at most `max_entries`;
+when full, the oldest entry goes first (insertion order, no bookkeeping per hit).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from dnslib import DNSRecord
+
+from resolver.answer import UDP_ADVERTISED, UDP_MIN, local_reply
+from resolver.forward.cache import cache_ttl
+from resolver.names import Change, Lookup, Outcome, lookup_dependencies
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ENTRIES = 20_000  # about 1 KiB each (one order, measured): ~20 MiB at most
+SHUFFLED_ORDERS = 8  # R4: orders kept per shared name, given in turn
+DEFAULTS_CHECK_INTERVAL = 1.0  # seconds between looks at the default upstreams
+
+# Bits of the key's last part: what in the query beside its name and type shapes the reply.
+EDNS = 1  # an OPT record: the reply echoes one
+DO = 2  # DNSSEC OK (a forwarded reply may carry signatures)
+CD = 4  # checking disabled (a forwarded reply may hold unvalidated data)
+
+HEADER_SIZE = 12
+QTYPE_OPT = 41
+CLASS_IN = 1
+RD = 0x0100
+MAX_NAME = 255
+MAX_LABEL = 63
+POINTER = 0xC0
+QUESTION_NAME = 12  # the offset a pointer to the question's name carries
+
+Key = tuple[str, bytes, int, int]  # (sandbox id, lowercased qname on the wire, qtype, bits)
+# (RD bit, lowercased qname on the wire, qtype, the client's question bytes, bits, UDP limit)
+Question = tuple[int, bytes, int, bytes, int, int]
+
+
+def parse_question(data: bytes) -> Question | None:
+    """The common query's header and question, or None for anything the slow path must see.
+
+    Taken: QR=0, opcode 0, QDCOUNT=1, ANCOUNT=NSCOUNT=0, ARCOUNT 0 or 1; labels uncompressed,
+    1-63 octets without a '.' octet inside, the name at most 255 octets; class IN; when ARCOUNT
+    is 1, an OPT at the root, EDNS version 0, well-formed options, ending exactly at the end.
+    The UDP limit is R15's: 512 without EDNS, else the client's size within 512..1232.
+    """
+    end = len(data)
+    # data[2]: QR, opcode, AA, TC, RD; data[4:11]: QDCOUNT=1, ANCOUNT=0, NSCOUNT=0, ARCOUNT high
+    if end < 17 or data[2] & 0xF8 or data[4:11] != b"\x00\x01\x00\x00\x00\x00\x00":
+        return None
+    position = HEADER_SIZE
+    length = data[HEADER_SIZE]
+    while length:
+        if length > MAX_LABEL:
+            return None  # a compression pointer or an extended label type
+        position += length + 1
+        if position >= end:
+            return None
+        length = data[position]
+    name_end = position + 1
+    question_end = name_end + 4
+    if name_end - HEADER_SIZE > MAX_NAME or question_end > end:
+        return None
+    if data[name_end + 2] or data[name_end + 3] != CLASS_IN:
+        return None
+    name = data[HEADER_SIZE:name_end]
+    if b"." in name and _dot_inside_label(name):
+        return None
+    bits = CD if data[3] & 0x10 else 0
+    arcount = data[11]
+    if arcount == 0:
+        if question_end != end:
+            return None
+        limit = UDP_MIN
+    elif arcount == 1:
+        opt = question_end
+        # root owner, type OPT, class = UDP size, TTL = extended rcode, version, flags; RDLENGTH
+        if end < opt + 11 or data[opt] or data[opt + 1] or data[opt + 2] != QTYPE_OPT:
+            return None
+        if data[opt + 6]:
+            return None  # EDNS version other than 0: BADVERS on the slow path
+        position = opt + 11
+        if position + (data[opt + 9] << 8 | data[opt + 10]) != end:
+            return None
+        while position < end:  # options: code, length, data
+            if position + 4 > end:
+                return None
+            position += 4 + (data[position + 2] << 8 | data[position + 3])
+        if position != end:
+            return None
+        size = data[opt + 3] << 8 | data[opt + 4]
+        limit = UDP_MIN if size <= UDP_MIN else min(size, UDP_ADVERTISED)
+        bits |= EDNS | (DO if data[opt + 7] & 0x80 else 0)
+    else:
+        return None
+    return (
+        data[2] & 1,
+        name.lower(),
+        data[name_end] << 8 | data[name_end + 1],
+        data[HEADER_SIZE:question_end],
+        bits,
+        limit,
+    )
+
+
+def _dot_inside_label(name: bytes) -> bool:
+    """Whether an uncompressed wire name has a '.' octet inside a label (not a length octet)."""
+    position = 0
+    while length := name[position]:
+        if b"." in name[position + 1 : position + 1 + length]:
+            return True
+        position += length + 1
+    return False
+
+
+# -- reading a reply's records (at entry build time only) ---------------------------------------
+
+
+def _skip_name(reply: bytes, position: int, pointers: list[int]) -> int:
+    """The offset after the name at `position`; the pointer targets it uses go to `pointers`."""
+    while True:
+        length = reply[position]
+        if length >= POINTER:
+            pointers.append((length & 0x3F) << 8 | reply[position + 1])
+            return position + 2
+        if length > MAX_LABEL:
+            raise ValueError(f"label type {length:#x} at offset {position}")
+        position += length + 1
+        if length == 0:
+            return position
+
+
+# Types whose RDATA holds names that may be compressed (RFC 3597 3: the well-known ones).
+_RDATA_NAMES: dict[int, tuple[int, int]] = {
+    2: (0, 1),  # NS
+    5: (0, 1),  # CNAME
+    12: (0, 1),  # PTR
+    15: (2, 1),  # MX: preference, exchange
+    6: (0, 2),  # SOA: mname, rname (then five numbers)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Records:
+    ttl_offsets: tuple[int, ...]  # where each non-OPT record's TTL sits, from the reply's start
+    ttls: tuple[int, ...]
+    question_pointers: bool  # a name points inside the question other than at its start
+
+
+def _read_records(reply: bytes, question_end: int) -> _Records:
+    count = sum(struct.unpack_from("!HHH", reply, 6))
+    position = question_end
+    pointers: list[int] = []
+    offsets: list[int] = []
+    ttls: list[int] = []
+    for _ in range(count):
+        position = _skip_name(reply, position, pointers)
+        rtype, _rclass, ttl, rdlength = struct.unpack_from("!HHIH", reply, position)
+        if rtype != QTYPE_OPT:
+            offsets.append(position + 4)
+            ttls.append(ttl)
+        position += 10
+        if rtype in _RDATA_NAMES:
+            skip, names = _RDATA_NAMES[rtype]
+            name_at = position + skip
+            for _ in range(names):
+                name_at = _skip_name(reply, name_at, pointers)
+        position += rdlength
+    if position != len(reply):
+        raise ValueError(f"records end at {position}, the reply at {len(reply)}")
+    inside = any(HEADER_SIZE < p < question_end - 4 for p in pointers)
+    return _Records(tuple(offsets), tuple(ttls), inside)
+
+
+# -- entries ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    headers: tuple[bytes, bytes]  # flags and counts, for RD clear / RD set
+    tails: tuple[bytes, ...]  # everything after the question; R4: one per order
+    size: int  # the whole reply's length
+    dependencies: tuple[str, ...]
+    turn: int = 0
+    # Forwarded answers only: TTLs counted down from `stored_at`, gone at `expires_at`.
+    forwarded: bool = False
+    stored_at: float = 0.0
+    expires_at: float = float("inf")
+    elapsed: int = 0
+    ttl_offsets: tuple[int, ...] = ()  # from the tail's start
+    ttls: tuple[int, ...] = ()
+    # The daemon-level upstreams it came from; None when the sandbox or network names its own.
+    upstreams: tuple[str, ...] | None = None
+
+
+def _headers(reply: bytes) -> tuple[bytes, bytes]:
+    flags = (reply[2] << 8 | reply[3]) & ~RD
+    counts = reply[4:12]
+    return struct.pack("!H", flags) + counts, struct.pack("!H", flags | RD) + counts
+
+
+def _lowered(data: bytes, question: Question) -> bytes:
+    """The query with its name lowercased: entries are built for every spelling of it at once."""
+    name = question[1]
+    return data[:HEADER_SIZE] + name + data[HEADER_SIZE + len(name) :]
+
+
+@dataclass(slots=True)
+class HotStats:
+    hits: int = 0
+    misses: int = 0
+    declined: int = 0  # an entry was there but the slow path had to answer (size, expiry)
+    stored: int = 0
+    evicted: int = 0
+    invalidated: int = 0
+
+
+class HotCache:
+    """Encoded answers by (sandbox, lowercased name, type, bits); see the module docstring."""
+
+    def __init__(
+        self,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        *,
+        default_upstreams: Callable[[], Sequence[str]] = tuple,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_entries = max_entries
+        # The daemon-level upstreams (R11): forwarded entries made for others are dropped.
+        self.default_upstreams = default_upstreams
+        self.clock = clock
+        self.stats = HotStats()
+        # Bumped by every invalidation: an answer worked out before one is not stored after it.
+        self.generation = 0
+        self._entries: dict[Key, _Entry] = {}
+        self._by_name: dict[str, set[Key]] = {}
+        self._by_sandbox: dict[str, set[Key]] = {}
+        self._defaults: tuple[str, ...] = ()
+        self._defaults_checked_at = float("-inf")
+
+    @property
+    def size(self) -> int:
+        return len(self._entries)
+
+    # -- the hot path --------------------------------------------------------------------------
+
+    def answer(self, sandbox_id: str, data: bytes, tcp: bool = False) -> bytes | None:
+        """The reply to `data` from a ready entry, or None: the slow path answers it."""
+        question = parse_question(data)
+        if question is None:
+            return None
+        rd, name, qtype, question_bytes, bits, limit = question
+        entry = self._entries.get((sandbox_id, name, qtype, bits))
+        if entry is None:
+            self.stats.misses += 1
+            return None
+        if entry.forwarded:
+            tail = self._aged_tail(entry, (sandbox_id, name, qtype, bits))
+            if tail is None:
+                self.stats.declined += 1
+                return None
+        elif len(entry.tails) == 1:
+            tail = entry.tails[0]
+        else:
+            entry.turn = turn = (entry.turn + 1) % len(entry.tails)
+            tail = entry.tails[turn]
+        if entry.size > limit and not tcp:
+            self.stats.declined += 1
+            return None
+        self.stats.hits += 1
+        return data[:2] + entry.headers[rd] + question_bytes + tail
+
+    def _aged_tail(self, entry: _Entry, key: Key) -> bytes | None:
+        now = self.clock()
+        if now >= entry.expires_at:
+            self._drop(key)
+            return None
+        if entry.upstreams is not None:
+            if now - self._defaults_checked_at >= DEFAULTS_CHECK_INTERVAL:
+                self._check_defaults(now)
+            if entry.upstreams != self._defaults:
+                self._drop(key)
+                return None
+        elapsed = int(now - entry.stored_at)
+        if elapsed != entry.elapsed:
+            tail = bytearray(entry.tails[0])
+            # The first tail holds the TTLs as stored; only the aged copy changes.
+            for offset, ttl in zip(entry.ttl_offsets, entry.ttls, strict=True):
+                struct.pack_into("!I", tail, offset, max(0, ttl - elapsed))
+            entry.elapsed = elapsed
+            entry.tails = (entry.tails[0], bytes(tail))
+        return entry.tails[-1]
+
+    def _check_defaults(self, now: float) -> None:
+        """Read the default upstreams again (R11: resolv.conf may change), at most once a second.
+
+        Entries made for other upstreams are dropped when next asked for (or evicted)."""
+        self._defaults_checked_at = now
+        self._defaults = tuple(self.default_upstreams())
+
+    # -- filling (from the slow path) ----------------------------------------------------------
+
+    def put_local(
+        self,
+        sandbox_id: str,
+        data: bytes,
+        lookup: Lookup,
+        *,
+        ttl: int,
+        rng: random.Random,
+        generation: int,
+    ) -> bool:
+        """Keep the local answer to `data` (already answered by the slow path); whether kept.
+
+        `generation` is this cache's generation read before the lookup: if an event came
+        between, the lookup may be stale and nothing is kept.
+        """
+        if generation != self.generation or lookup.outcome is Outcome.FORWARD:
+            return False
+        question = parse_question(data)
+        if question is None:
+            return False
+        request = DNSRecord.parse(_lowered(data, question))
+        question_end = HEADER_SIZE + len(question[3])
+        records = len(lookup.addresses) + len(lookup.ptr) + len(lookup.srv)
+        tails: dict[bytes, None] = {}
+        reply = b""
+        # R4: a shared name keeps up to SHUFFLED_ORDERS of its orders (all when there are fewer).
+        for _ in range(SHUFFLED_ORDERS * 3 if records > 1 else 1):
+            reply = bytes(local_reply(request, lookup, ttl=ttl, rng=rng).pack())
+            if _read_records(reply, question_end).question_pointers:
+                return False
+            tails[reply[question_end:]] = None
+            if len(tails) == SHUFFLED_ORDERS:
+                break
+        entry = _Entry(
+            headers=_headers(reply),
+            tails=tuple(tails),
+            size=len(reply),
+            dependencies=lookup_dependencies(str(request.q.qname), question[2]),
+        )
+        self._put((sandbox_id, question[1], question[2], question[4]), entry)
+        return True
+
+    def put_forwarded(
+        self,
+        sandbox_id: str,
+        data: bytes,
+        reply: bytes,
+        *,
+        upstreams: tuple[str, ...] | None,
+        generation: int,
+    ) -> bool:
+        """Keep a forwarded answer the answer cache served (R13); whether kept.
+
+        Its TTLs count down from now; it goes when the smallest runs out (less a second, as the
+        reply's TTLs were already rounded down), or when the default upstreams are no longer
+        `upstreams` (pass the defaults it came from, or None for a sandbox's own upstreams).
+        """
+        if generation != self.generation:
+            return False
+        question = parse_question(data)
+        if question is None:
+            return False
+        try:
+            record = DNSRecord.parse(reply)
+            lifetime = cache_ttl(record) - 1
+            if lifetime <= 0 or len(record.questions) != 1:
+                return False
+            # Re-encoded behind the lowercased question, so that names equal to the question
+            # become pointers to it and take each client's spelling.
+            lowered = DNSRecord.parse(_lowered(data, question))
+            record.header.rd = 0
+            record.questions = lowered.questions
+            for rr in record.rr:
+                if rr.rname == lowered.q.qname:
+                    rr.rname = lowered.q.qname
+            packed = bytes(record.pack())
+            question_end = HEADER_SIZE + len(question[3])
+            records = _read_records(packed, question_end)
+        except Exception as exc:  # whatever dnslib cannot redo stays off the hot path
+            log.debug("forwarded reply not kept on the hot path: %s", exc)
+            return False
+        now = self.clock()
+        tail = packed[question_end:]
+        entry = _Entry(
+            headers=_headers(packed),
+            tails=(tail, tail),
+            size=len(packed),
+            dependencies=lookup_dependencies(str(lowered.q.qname), question[2]),
+            forwarded=True,
+            stored_at=now,
+            expires_at=now + lifetime,
+            ttl_offsets=tuple(o - question_end for o in records.ttl_offsets),
+            ttls=records.ttls,
+            upstreams=upstreams,
+        )
+        self._put((sandbox_id, question[1], question[2], question[4]), entry)
+        return True
+
+    def _put(self, key: Key, entry: _Entry) -> None:
+        self._drop(key)
+        while len(self._entries) >= self.max_entries:
+            self._drop(next(iter(self._entries)))
+            self.stats.evicted += 1
+        self._entries[key] = entry
+        for name in entry.dependencies:
+            self._by_name.setdefault(name, set()).add(key)
+        self._by_sandbox.setdefault(key[0], set()).add(key)
+        self.stats.stored += 1
+
+    def _drop(self, key: Key) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        for name in entry.dependencies:
+            keys = self._by_name.get(name)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_name[name]
+        keys = self._by_sandbox.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_sandbox[key[0]]
+
+    # -- invalidation (NameTable.watch) --------------------------------------------------------
+
+    def invalidate(self, change: Change) -> None:
+        """Drop every entry `change` may make wrong; called before the table changes."""
+        self.generation += 1
+        if change.everything:
+            self.stats.invalidated += len(self._entries)
+            self.clear()
+            return
+        doomed: set[Key] = set()
+        for name in change.names:
+            doomed.update(self._by_name.get(name, ()))
+        for sandbox_id in change.sandboxes:
+            doomed.update(self._by_sandbox.get(sandbox_id, ()))
+        for key in doomed:
+            self._drop(key)
+        self.stats.invalidated += len(doomed)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_name.clear()
+        self._by_sandbox.clear()
