@@ -1,10 +1,14 @@
 """A standalone netdns listener for benchmarks: one process, uvloop, a name table of N containers.
 
     python -m bench.serve --address 127.x.y.z --names N --upstream 127.a.b.c [--port 53]
+    python -m bench.serve --netns /run/netns/NAME --names N --upstream IP
 
 The name table is built only from events, as the daemon builds it: one network `benchnet`, the
-containers c0..c{N-1} on it (addresses from bench.workloads.Zone) and the client sandbox the
-listener serves. Non-local names go to `--upstream` (the bench's own dnsmasq). Prints
+containers c0..c{N-1} on it (addresses from bench.workloads.Zone), the shared alias of workload
+W3 on the first ten, and the client sandbox the listener serves. Non-local names go to
+`--upstream` (the bench's own dnsmasq). With --netns the sockets are made where the daemon
+makes them: 127.0.0.11 inside that namespace, with 127.0.0.11:53 redirected there by nftables,
+while this process (and so the forwarder) stays in its own namespace. Prints
 "ready <address> <port>" on stdout once both sockets listen; stops on SIGTERM or SIGINT.
 """
 
@@ -12,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import hashlib
 import logging
 import signal
@@ -19,10 +25,12 @@ import sys
 from collections.abc import Iterator
 
 from bench.workloads import CONTAINER_GATEWAY, CONTAINER_SUBNET, Zone
+from drivers.errors import NetdnsError
 from drivers.model import (
     Driver,
     Endpoint,
     EndpointAttached,
+    EndpointUpdated,
     Event,
     IPAMConfig,
     Network,
@@ -32,6 +40,13 @@ from drivers.model import (
 )
 from resolver.forward import AnswerCache, Forwarder
 from resolver.names import NameTable
+from resolver.netns import (
+    LISTENER_ADDRESS,
+    ListenerSockets,
+    install_redirect,
+    open_listener_sockets,
+    remove_redirect,
+)
 from resolver.resolve import Resolver
 from resolver.server import Listener, run
 
@@ -55,23 +70,24 @@ CLIENT_ID = container_id(CLIENT_NAME)
 
 
 def bench_events(zone: Zone) -> Iterator[Event]:
-    """The network, its N containers and the client sandbox, as the driver core would emit."""
+    """The network, its N containers and the client sandbox, as the driver core would emit,
+    then the shared alias (W3) on its members, as an alias update would."""
     yield NetworkCreated(NETWORK)
     members = [(name, zone.container_address(i)) for i, name in enumerate(zone.container_names())]
     # The client takes the address after the last container.
     members.append((CLIENT_NAME, zone.container_address(zone.names)))
-    for name, address in members:
+    updates: list[Event] = []
+    for index, (name, address) in enumerate(members):
         sandbox = Sandbox(id=container_id(name), name=name)
-        yield SandboxCreated(sandbox)
-        yield EndpointAttached(
-            Endpoint(
-                id=f"ep-{name}",
-                network_id=NETWORK.id,
-                sandbox_id=sandbox.id,
-                name=name,
-                ipv4=address,
-            )
+        endpoint = Endpoint(
+            id=f"ep-{name}", network_id=NETWORK.id, sandbox_id=sandbox.id, name=name, ipv4=address
         )
+        yield SandboxCreated(sandbox)
+        yield EndpointAttached(endpoint)
+        if name != CLIENT_NAME and index in zone.shared_members():
+            aliases = zone.aliases(index)
+            updates.append(EndpointUpdated(dataclasses.replace(endpoint, aliases=aliases)))
+    yield from updates
 
 
 def bench_table(zone: Zone) -> NameTable:
@@ -81,8 +97,14 @@ def bench_table(zone: Zone) -> NameTable:
 
 
 async def serve(
-    address: str, port: int, zone: Zone, upstream: str, *, local_ttl: int, cache: bool
+    where: tuple[str, int] | ListenerSockets,
+    zone: Zone,
+    upstream: str,
+    *,
+    local_ttl: int,
+    cache: bool,
 ) -> None:
+    """Serve on (address, port), or on sockets already made inside a namespace."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -92,10 +114,17 @@ async def serve(
     forwarder = Forwarder(default_servers=lambda: [upstream], cache=answer_cache)
     resolver = Resolver(bench_table(zone), forwarder, local_ttl=local_ttl)
     # As the daemon does: the hot path first, the task-per-query handler when it declines.
-    listener = await Listener.start(resolver.handle, CLIENT_ID, address, port, fast=resolver.fast)
+    if isinstance(where, ListenerSockets):
+        listener = await Listener.start(
+            resolver.handle, CLIENT_ID, udp_sock=where.udp, tcp_sock=where.tcp, fast=resolver.fast
+        )
+        shown = (LISTENER_ADDRESS, where.port)
+    else:
+        listener = await Listener.start(resolver.handle, CLIENT_ID, *where, fast=resolver.fast)
+        shown = (listener.host, listener.port)
     try:
         # The parent waits for this line: it means both sockets accept queries now.
-        print(f"ready {listener.host} {listener.port}", flush=True)
+        print(f"ready {shown[0]} {shown[1]}", flush=True)
         await stop.wait()
         stats = listener.stats
         cached = (
@@ -128,7 +157,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "forwarding other names to --upstream. Prints 'ready ADDRESS PORT' when listening; "
         "stops on SIGTERM.",
     )
-    parser.add_argument("--address", required=True, help="loopback address to listen on")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--address", help="loopback address to listen on")
+    where.add_argument(
+        "--netns",
+        help="namespace path (/run/netns/NAME): listen on 127.0.0.11 there, port 53 redirected",
+    )
     parser.add_argument("--port", type=int, default=53, help="UDP+TCP port (0: any; default 53)")
     parser.add_argument("--names", type=int, default=1000, help="containers in the table")
     parser.add_argument("--upstream", required=True, help="upstream server, IP[:PORT]")
@@ -144,16 +178,21 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), stream=sys.stderr, format="bench.serve: %(message)s"
     )
     zone = Zone(names=args.names)
-    run(
-        serve(
-            args.address,
-            args.port,
-            zone,
-            args.upstream,
-            local_ttl=args.local_ttl,
-            cache=not args.no_cache,
-        )
-    )
+    options = {"local_ttl": args.local_ttl, "cache": not args.no_cache}
+    if args.address:
+        run(serve((args.address, args.port), zone, args.upstream, **options))
+        return 0
+    try:
+        sockets = open_listener_sockets(args.netns)
+        install_redirect(args.netns, sockets.port)
+    except NetdnsError as exc:
+        log.error("cannot listen in %s: %s", args.netns, exc)
+        return exc.exit_code
+    try:
+        run(serve(sockets, zone, args.upstream, **options))
+    finally:
+        with contextlib.suppress(NetdnsError):
+            remove_redirect(args.netns)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""netdns as a peer: `python -m bench.serve_netns` run in the lab's host namespace, its
+"""netdns as a peer: `python -m bench.serve --netns` run in the lab's host namespace, its
 listener on 127.0.0.11 inside the netdns client namespace, reached through the port-53
 redirect (nft DNAT), the path a container's query takes."""
 
@@ -36,7 +36,7 @@ def command(zone: Zone, net: LabNet) -> list[str]:
     client = net.client(Peer.NETDNS)
     return [
         "ip", "netns", "exec", net.host_netns,
-        sys.executable, "-m", "bench.serve_netns",
+        sys.executable, "-m", "bench.serve",
         "--netns", netns_path(client.netns),
         "--names", str(zone.names),
         "--upstream", str(net.upstream),
@@ -53,7 +53,7 @@ def running(zone: Zone, net: LabNet, workdir: Path) -> Iterator[Target]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     try:
         with child_process(command(zone, net), log_path, stdout=subprocess.PIPE, env=env) as proc:
-            host, port = read_ready(proc, log_path, "bench.serve_netns")
+            host, port = read_ready(proc, log_path, "bench.serve")
             probe = next(zone.container_names())
             wait_until(
                 lambda: answers(host, DNS_PORT, probe, client.netns),
