@@ -16,21 +16,18 @@ the same routes twice changes nothing and applying none removes the table.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol
 
-from drivers.errors import Invalid, NetdnsError, NotFound, Unsupported
+from drivers.errors import Invalid
 from drivers.model import ServicePort
+from drivers.nft import run_nft
 
 log = logging.getLogger(__name__)
 
 NFT_TABLE = "netdns_vip"  # family ip; ours alone (the port-53 redirect has `ip netdns`)
-NFT_TIMEOUT = 10.0
 PROTOCOLS = ("tcp", "udp")
 
 
@@ -104,24 +101,5 @@ class NftVipRoutes:
     """VipRoutes with the real nft, run inside the namespace through nsenter."""
 
     def apply(self, netns: str, routes: Sequence[VipRoute]) -> None:
-        script = vip_ruleset(routes)
-        missing = [tool for tool in ("nsenter", "nft") if shutil.which(tool) is None]
-        if missing:
-            raise Unsupported(
-                f"{' and '.join(missing)} not found: service VIPs need nftables; install the "
-                "`nftables` and `util-linux` packages, or use --endpoint-mode dnsrr"
-            )
-        if not os.path.exists(netns):
-            raise NotFound(f"network namespace {netns} does not exist; it cannot route VIPs")
-        result = subprocess.run(
-            ["nsenter", f"--net={netns}", "nft", "-f", "-"],
-            input=script,
-            capture_output=True,
-            text=True,
-            timeout=NFT_TIMEOUT,
-            check=False,
-        )
-        if result.returncode != 0:
-            reason = result.stderr.strip() or f"exit status {result.returncode}"
-            raise NetdnsError(f"nft failed to set service VIP routes in {netns}: {reason}")
+        run_nft(netns, vip_ruleset(routes), purpose="service VIPs (or use --endpoint-mode dnsrr)")
         log.debug("VIP routes in %s: %d", netns, len(routes))

@@ -20,17 +20,16 @@ import fcntl
 import ipaddress
 import logging
 import os
-import shutil
 import socket
 import struct
-import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from drivers.errors import Invalid, NetdnsError, NotFound, Unsupported
+from drivers.errors import Invalid, NotFound
+from drivers.nft import run_nft
 from resolver.server import bind_pair
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,6 @@ T = TypeVar("T")
 LISTENER_ADDRESS = "127.0.0.11"
 DNS_PORT = 53
 NFT_TABLE = "netdns"  # family ip; ours alone, so deleting it touches no one else's rules
-NFT_TIMEOUT = 10.0
 ETC_NETNS = Path("/etc/netns")
 HOST_RESOLV_CONF = "/etc/resolv.conf"
 
@@ -179,30 +177,7 @@ def redirect_ruleset(port: int) -> str:
 
 
 def _run_nft(netns_path: str, script: str) -> None:
-    missing = [tool for tool in ("nsenter", "nft") if shutil.which(tool) is None]
-    if missing:
-        raise Unsupported(
-            f"{' and '.join(missing)} not found: the port-53 redirect inside sandboxes needs "
-            "nftables; install the `nftables` and `util-linux` packages"
-        )
-    if not os.path.exists(netns_path):
-        raise NotFound(f"network namespace {netns_path} does not exist; it cannot get a redirect")
-    result = subprocess.run(
-        ["nsenter", f"--net={netns_path}", "nft", "-f", "-"],
-        input=script,
-        capture_output=True,
-        text=True,
-        timeout=NFT_TIMEOUT,
-        check=False,
-    )
-    if result.returncode != 0:
-        reason = result.stderr.strip() or f"exit status {result.returncode}"
-        if "Operation not supported" in reason or "No such file or directory" in reason:
-            raise Unsupported(
-                f"nftables nat does not work in {netns_path} ({reason}); load the nf_tables "
-                "and nft_nat kernel modules"
-            )
-        raise NetdnsError(f"nft failed in {netns_path}: {reason}")
+    run_nft(netns_path, script, purpose="the port-53 redirect inside the sandbox")
 
 
 def install_redirect(netns_path: str, port: int) -> None:
