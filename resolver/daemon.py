@@ -135,6 +135,7 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.listeners.close()
+        self.forwarder.close()
         self._worker.shutdown(wait=True)
 
     # -- the DriverCore's events, brought onto the loop -------------------------------------

@@ -21,6 +21,7 @@ from drivers.errors import Invalid
 from resolver.answer import base_reply
 from resolver.forward.cache import AnswerCache, cache_key
 from resolver.forward.policy import MAX_UPSTREAMS, Health, ask, moves_on, rcode_of, try_timeout
+from resolver.forward.pool import UdpPool
 from resolver.forward.upstream import Opener, Server, UpstreamFailed, parse_server
 from resolver.names import Upstreams
 
@@ -57,12 +58,15 @@ class Forwarder:
         max_inflight: int = 1024,
         cache: AnswerCache | None = None,
         health: Health | None = None,
+        udp_pool: UdpPool | None = None,
     ) -> None:
         self.default_servers = default_servers
         self.budget = budget
         self.max_inflight = max_inflight
         self.cache = cache
         self.health = health or Health()
+        # Shared UDP sockets for upstreams reached without an opener (see pool.py).
+        self.udp_pool = udp_pool or UdpPool()
         # Counters for metrics.
         self.inflight = 0
         self.failovers = 0  # tries that failed and moved on to another upstream
@@ -142,7 +146,9 @@ class Forwarder:
                 continue
             timeout = try_timeout(remaining, len(ordered) - index)
             try:
-                reply = await ask(server, query, tcp=tcp, timeout=timeout, opener=opener)
+                reply = await ask(
+                    server, query, tcp=tcp, timeout=timeout, opener=opener, pool=self.udp_pool
+                )
             except UpstreamFailed as failure:
                 tries.append(f"{server} {failure.reason}")
             else:
@@ -164,6 +170,10 @@ class Forwarder:
         return ForwardResult(
             servfail(request), "servfail", elapsed=time.monotonic() - started, tries=tuple(tries)
         )
+
+    def close(self) -> None:
+        """Close the pooled upstream sockets; forwards still waiting on them fail."""
+        self.udp_pool.close()
 
     def _log_overload(self) -> None:
         self.overloaded += 1

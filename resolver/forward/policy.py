@@ -11,11 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from dnslib import RCODE
 
 from resolver.forward.upstream import Opener, Server, UpstreamFailed, exchange_tcp, exchange_udp
+
+if TYPE_CHECKING:
+    from resolver.forward.pool import UdpPool
 
 MAX_UPSTREAMS = 3
 FAILOVER_RCODES = frozenset({RCODE.SERVFAIL, RCODE.REFUSED})
@@ -99,7 +102,13 @@ class Health:
 
 
 async def ask(
-    server: Server, query: bytes, *, tcp: bool, timeout: float, opener: Opener | None = None
+    server: Server,
+    query: bytes,
+    *,
+    tcp: bool,
+    timeout: float,
+    opener: Opener | None = None,
+    pool: UdpPool | None = None,
 ) -> bytes:
     """One upstream's reply to `query` over the client's transport, or UpstreamFailed.
 
@@ -109,7 +118,7 @@ async def ask(
     if tcp:
         return await exchange_tcp(server, query, timeout=timeout, opener=opener)
     deadline = time.monotonic() + timeout
-    reply = await exchange_udp(server, query, timeout=timeout, opener=opener)
+    reply = await exchange_udp(server, query, timeout=timeout, opener=opener, pool=pool)
     if not reply[2] & TC_BIT:
         return reply
     try:

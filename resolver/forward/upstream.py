@@ -6,6 +6,9 @@ is connected to it), has QR set, that id and the same question (name case-insens
 class); anything else is ignored and the wait goes on until the timeout, so a spoofer can
 neither slip an answer in nor make the exchange fail early. Sockets come from an `Opener`, so
 a caller can create them inside a sandbox's network namespace.
+
+Without an opener, a UDP exchange given a `pool` (resolver/forward/pool.py) shares that
+pool's connected sockets instead of opening one; its docstring weighs the trade-off.
 """
 
 from __future__ import annotations
@@ -17,8 +20,12 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from drivers.errors import Invalid
+
+if TYPE_CHECKING:
+    from resolver.forward.pool import UdpPool
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +149,19 @@ def _prepare(
 
 
 async def exchange_udp(
-    server: Server, query: bytes, *, timeout: float, opener: Opener | None = None
+    server: Server,
+    query: bytes,
+    *,
+    timeout: float,
+    opener: Opener | None = None,
+    pool: UdpPool | None = None,
 ) -> bytes:
-    """Send `query` (any id) over UDP; the upstream's reply (its id, not the query's)."""
+    """Send `query` (any id) over UDP; the upstream's reply (its id, not the query's).
+
+    With `pool` and no `opener` the query goes out on one of the pool's sockets.
+    """
+    if pool is not None and opener is None:
+        return await pool.exchange(server, query, timeout=timeout)
     question, query_id, packet, sock = _prepare(query, opener, server, socket.SOCK_DGRAM)
     loop = asyncio.get_running_loop()
     try:
