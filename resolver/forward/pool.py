@@ -32,7 +32,14 @@ import time
 from dataclasses import dataclass, field
 from typing import cast
 
-from resolver.forward.upstream import HEADER_SIZE, Server, UpstreamFailed, is_reply_to, question_of
+from resolver.forward.upstream import (
+    HEADER_SIZE,
+    Server,
+    UpstreamFailed,
+    is_reply_to,
+    question_of,
+    upstream_failures,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,19 +166,16 @@ class UdpPool:
         query_id = -1
         future: asyncio.Future[bytes] = loop.create_future()
         try:
-            async with asyncio.timeout(timeout):
-                await pooled.ready.wait()
-                if pooled.failed:
-                    raise UpstreamFailed(pooled.failed)
-                query_id = pooled.free_id()
-                pooled.pending[query_id] = _Pending(question, future)
-                assert pooled.transport is not None
-                pooled.transport.sendto(query_id.to_bytes(2, "big") + query[2:])
-                return await future
-        except TimeoutError:
-            raise UpstreamFailed("timeout") from None
-        except OSError as exc:
-            raise UpstreamFailed(f"error: {exc.strerror or exc}") from None
+            with upstream_failures():
+                async with asyncio.timeout(timeout):
+                    await pooled.ready.wait()
+                    if pooled.failed:
+                        raise UpstreamFailed(pooled.failed)
+                    query_id = pooled.free_id()
+                    pooled.pending[query_id] = _Pending(question, future)
+                    assert pooled.transport is not None
+                    pooled.transport.sendto(query_id.to_bytes(2, "big") + query[2:])
+                    return await future
         finally:
             waiting = pooled.pending.get(query_id)
             if waiting is not None and waiting.future is future:

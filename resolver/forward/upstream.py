@@ -14,11 +14,12 @@ pool's connected sockets instead of opening one; its docstring weighs the trade-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -164,26 +165,38 @@ async def exchange_udp(
         return await pool.exchange(server, query, timeout=timeout)
     question, query_id, packet, sock = _prepare(query, opener, server, socket.SOCK_DGRAM)
     loop = asyncio.get_running_loop()
+    # ICMP port unreachable fails over at once rather than at the timeout; forging it needs
+    # our random source port, and gains only that.
     try:
-        async with asyncio.timeout(timeout):
-            # Connected: the kernel drops datagrams from any other address or port.
-            sock.connect(server.address)
-            await loop.sock_sendall(sock, packet)
-            while True:
-                data = await loop.sock_recv(sock, UDP_RECV_SIZE)
-                if is_reply_to(data, query_id, question):
-                    return data
-                log.debug("ignored a UDP datagram from %s that does not answer our query", server)
-    except TimeoutError:
-        raise UpstreamFailed("timeout") from None
-    except ConnectionRefusedError:
-        # ICMP port unreachable: nothing listens there. Failing over now rather than at the
-        # timeout is worth it; forging this needs our random source port, and gains only that.
-        raise UpstreamFailed("unreachable") from None
-    except OSError as exc:
-        raise UpstreamFailed(f"error: {exc.strerror or exc}") from None
+        with upstream_failures(refused="unreachable"):
+            async with asyncio.timeout(timeout):
+                # Connected: the kernel drops datagrams from any other address or port.
+                sock.connect(server.address)
+                await loop.sock_sendall(sock, packet)
+                while True:
+                    data = await loop.sock_recv(sock, UDP_RECV_SIZE)
+                    if is_reply_to(data, query_id, question):
+                        return data
+                    log.debug("ignored a UDP datagram from %s not answering our query", server)
     finally:
         sock.close()
+
+
+@contextlib.contextmanager
+def upstream_failures(*, refused: str | None = None) -> Iterator[None]:
+    """Timeouts and socket errors of one exchange as UpstreamFailed, named for the tries log.
+
+    `refused`: the reason for ConnectionRefusedError, when the transport tells it apart."""
+    try:
+        yield
+    except TimeoutError:
+        raise UpstreamFailed("timeout") from None
+    except ConnectionRefusedError as exc:
+        if refused is None:
+            raise UpstreamFailed(f"error: {exc.strerror or exc}") from None
+        raise UpstreamFailed(refused) from None
+    except OSError as exc:
+        raise UpstreamFailed(f"error: {exc.strerror or exc}") from None
 
 
 async def _recv_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
@@ -203,20 +216,15 @@ async def exchange_tcp(
     question, query_id, packet, sock = _prepare(query, opener, server, socket.SOCK_STREAM)
     loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(timeout):
-            await loop.sock_connect(sock, server.address)
-            await loop.sock_sendall(sock, len(packet).to_bytes(2, "big") + packet)
-            while True:
-                size = int.from_bytes(await _recv_exactly(loop, sock, 2), "big")
-                data = await _recv_exactly(loop, sock, size)
-                if is_reply_to(data, query_id, question):
-                    return data
-                log.debug("ignored a TCP message from %s that does not answer our query", server)
-    except TimeoutError:
-        raise UpstreamFailed("timeout") from None
-    except ConnectionRefusedError:
-        raise UpstreamFailed("refused connection") from None
-    except OSError as exc:
-        raise UpstreamFailed(f"error: {exc.strerror or exc}") from None
+        with upstream_failures(refused="refused connection"):
+            async with asyncio.timeout(timeout):
+                await loop.sock_connect(sock, server.address)
+                await loop.sock_sendall(sock, len(packet).to_bytes(2, "big") + packet)
+                while True:
+                    size = int.from_bytes(await _recv_exactly(loop, sock, 2), "big")
+                    data = await _recv_exactly(loop, sock, size)
+                    if is_reply_to(data, query_id, question):
+                        return data
+                    log.debug("ignored a TCP message from %s not answering our query", server)
     finally:
         sock.close()
