@@ -20,12 +20,14 @@ the order the changes were made. A subscriber must therefore not call a changing
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import re
 import secrets
 import string
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address
@@ -33,7 +35,9 @@ from typing import Protocol, TypeVar
 
 from drivers import names
 from drivers.base import NetworkDriver
-from drivers.errors import Conflict, Invalid, NotFound, Unsupported
+from drivers.cluster.keys import AddressClaim, EndpointRecord, Record
+from drivers.cluster.view import Change
+from drivers.errors import Conflict, Invalid, NotFound, Unavailable, Unsupported
 from drivers.ipam import DEFAULT_BRIDGE_SUBNET, Ipam, parse_address, plan_ipam
 from drivers.model import (
     Driver,
@@ -41,7 +45,9 @@ from drivers.model import (
     EndpointAttached,
     EndpointDetached,
     EndpointMode,
+    EndpointUpdated,
     Event,
+    IPAddress,
     IPNetwork,
     Network,
     NetworkCreated,
@@ -81,6 +87,8 @@ TASK_ID_LENGTH = 25
 _TASK_ID_ALPHABET = string.ascii_lowercase + string.digits
 # Each task is a namespace with listeners: a bound that keeps a typo from making 10^6 of them.
 MAX_REPLICAS = 1000
+# Picks of a cluster address another host took first, before giving up on one allocation.
+CLAIM_TRIES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +138,33 @@ class ConnectSpec:
     aliases: tuple[str, ...] = ()
     ip: str | None = None
     ip6: str | None = None
+
+
+class Cluster(Protocol):
+    """What the core needs of the cluster store (drivers/cluster/store.py): blocking calls,
+    Conflict when another host holds what is asked for, Unavailable when etcd is away."""
+
+    host: str
+
+    def hosts(self) -> list[str]: ...
+
+    def create_network(self, network: Network) -> Network: ...
+
+    def remove_network(self, network: Network) -> None: ...
+
+    def claim(self, network_id: str, address: IPAddress, owner: str) -> bool: ...
+
+    def release(self, network_id: str, address: IPAddress, owner: str) -> None: ...
+
+    def publish(self, endpoint: Endpoint) -> None: ...
+
+    def withdraw(self, endpoint: Endpoint) -> None: ...
+
+    def create_service(self, service: Service) -> None: ...
+
+    def update_service(self, service: Service) -> None: ...
+
+    def remove_service(self, service: Service) -> None: ...
 
 
 class Namespaces(Protocol):
@@ -199,6 +234,9 @@ class DriverCore:
         self._state = State()
         self._ipam = Ipam()
         self._started = False
+        # Set by the daemon before start() when it runs with --store etcd://: overlay networks,
+        # cluster services and their addresses go through it.
+        self.cluster: Cluster | None = None
 
     # -- events -----------------------------------------------------------------------------
 
@@ -342,6 +380,15 @@ class DriverCore:
         driver = self._driver(network.driver)
         undo = _Undo()
         try:
+            if network.scope is Scope.GLOBAL:
+                cluster = self._cluster()
+                network = cluster.create_network(network)  # claims name, subnets and a VNI
+                undo.push(
+                    f"remove cluster network {network.name}",
+                    lambda n=network: cluster.remove_network(n),  # type: ignore[misc]
+                )
+                if driver is not None:
+                    driver.validate(network)
             if driver is not None:
                 driver.create_network(network)
                 undo.push(f"remove network {network.name}", lambda: driver.remove_network(network))
@@ -379,6 +426,11 @@ class DriverCore:
         driver = self._driver(kind)
         if driver is None and kind not in _SINGLETON_DRIVERS:
             raise Unsupported(f"driver {kind.value!r} is not available in this netdns daemon")
+        if kind is Driver.OVERLAY and self.cluster is None:
+            raise Unsupported(
+                "overlay networks need the cluster store: start the daemon with "
+                "--store etcd://HOST:PORT --advertise-addr IP"
+            )
         for key, _ in spec.options:
             if not key:
                 raise Invalid("an -o option has an empty key: use -o KEY=VALUE")
@@ -411,7 +463,8 @@ class DriverCore:
         )
         if driver is not None:
             driver.check_supported()
-            driver.validate(network)
+            if network.scope is Scope.LOCAL:  # a cluster network is validated once it has a VNI
+                driver.validate(network)
         return network
 
     def _taken_subnets(self, *, include_default_bridge: bool) -> list[IPNetwork]:
@@ -442,6 +495,9 @@ class DriverCore:
                     f"network {network.name!r} is used by service(s) {', '.join(users)}: "
                     "remove them first (netdns service rm)"
                 )
+            if network.scope is Scope.GLOBAL:
+                # First: another host's endpoints refuse it while nothing has changed here.
+                self._cluster().remove_network(network)
             driver = self._driver(network.driver)
             if driver is not None:
                 driver.remove_network(network)
@@ -548,6 +604,8 @@ class DriverCore:
             if endpoint is not None:
                 events.append(EndpointAttached(endpoint))
             self._emit(events)
+            if endpoint is not None:
+                self._publish([endpoint])
             if self._routes_vips(network.id):
                 self._route_vips_in(sandbox)
             return sandbox
@@ -605,9 +663,25 @@ class DriverCore:
         return detached
 
     def _release(self, endpoints: Iterable[Endpoint]) -> None:
+        """Give back the addresses of endpoints that left, here and in the cluster store;
+        withdraw those on cluster networks from the other hosts' answers."""
         for endpoint in endpoints:
+            network = self._state.networks.get(endpoint.network_id)
             for address in endpoint.addresses:
                 self._ipam.release(endpoint.network_id, address)
+                if network is not None and network.scope is Scope.GLOBAL:
+                    _best_effort(
+                        f"release {address} in the cluster store",
+                        self._cluster().release, network.id, address, endpoint.id,
+                    )  # fmt: skip
+            if network is not None and network.scope is Scope.GLOBAL:
+                _best_effort(f"withdraw {endpoint.name}", self._cluster().withdraw, endpoint)
+
+    def _publish(self, endpoints: Iterable[Endpoint]) -> None:
+        """Show this host's new endpoints on cluster networks to the other hosts."""
+        for endpoint in endpoints:
+            if self._state.networks[endpoint.network_id].scope is Scope.GLOBAL:
+                self._cluster().publish(endpoint)
 
     def _refuse_task(self, sandbox: Sandbox, what: str) -> None:
         task = self._task_of(sandbox.id)
@@ -658,6 +732,7 @@ class DriverCore:
                 "container %s connected to %s: %s", sandbox.name, network.name, _addrs(endpoint)
             )
             self._emit([EndpointAttached(endpoint)])
+            self._publish([endpoint])
             if self._routes_vips(network.id):
                 self._route_vips_in(sandbox)
             return endpoint
@@ -698,8 +773,7 @@ class DriverCore:
                         sandbox,
                     )
                 raise
-            for address in endpoint.addresses:
-                self._ipam.release(network.id, address)
+            self._release([endpoint])
             self._state = state
             log.info("container %s disconnected from %s", sandbox.name, network.name)
             self._emit([EndpointDetached(endpoint)])
@@ -748,15 +822,14 @@ class DriverCore:
         """The endpoint with its addresses taken from IPAM (Invalid/Conflict if they cannot
         be); pushes their release."""
         network = attachment.network
+        endpoint_id = self._unused_id(self._state.endpoints)
         ipv4 = ipv6 = None
         if self._ipam.has_family(network.id, 4):
-            ipv4 = self._ipam.allocate(network, 4, sandbox.name, attachment.ipv4)
-            undo.push(f"release {ipv4}", lambda: self._ipam.release(network.id, ipv4))
+            ipv4 = self._take(network, 4, sandbox.name, endpoint_id, attachment.ipv4, undo)
         if network.ipv6 and self._ipam.has_family(network.id, 6):
-            ipv6 = self._ipam.allocate(network, 6, sandbox.name, attachment.ipv6)
-            undo.push(f"release {ipv6}", lambda: self._ipam.release(network.id, ipv6))
+            ipv6 = self._take(network, 6, sandbox.name, endpoint_id, attachment.ipv6, undo)
         return Endpoint(
-            id=self._unused_id(self._state.endpoints),
+            id=endpoint_id,
             network_id=network.id,
             sandbox_id=sandbox.id,
             name=sandbox.name,
@@ -764,6 +837,52 @@ class DriverCore:
             aliases=attachment.aliases,
             ipv4=ipv4,  # type: ignore[arg-type]
             ipv6=ipv6,  # type: ignore[arg-type]
+        )
+
+    def _take(
+        self,
+        network: Network,
+        version: int,
+        owner: str,
+        owner_id: str,
+        requested: IPAddress | None,
+        undo: _Undo,
+    ) -> IPAddress:
+        """An address from the network's pool for `owner` (a container name; `owner_id` is the
+        endpoint or service id), released by `undo`. On a cluster network the local pool is a
+        mirror of every host's claims and each pick is claimed in etcd; a pick another host
+        took meanwhile stays marked and the next free one is tried."""
+        for _ in range(CLAIM_TRIES):
+            address = self._ipam.allocate(network, version, owner, requested)
+            if network.scope is Scope.GLOBAL:
+                cluster = self._cluster()
+                try:
+                    claimed = cluster.claim(network.id, address, owner_id)
+                except BaseException:
+                    self._ipam.release(network.id, address)
+                    raise
+                if not claimed:
+                    self._ipam.release(network.id, address)
+                    self._ipam.reserve(network, address, "a container on another host")
+                    if requested is not None:
+                        raise Conflict(
+                            f"address {requested} is already in use on network "
+                            f"{network.name!r} by a container on another host: pick another "
+                            "one or leave it out"
+                        )
+                    continue
+                undo.push(
+                    f"release the claim on {address}",
+                    lambda a=address, c=cluster: c.release(network.id, a, owner_id),  # type: ignore[misc]
+                )
+            undo.push(
+                f"release {address}",
+                lambda a=address: self._ipam.release(network.id, a),  # type: ignore[misc]
+            )
+            return address
+        raise Conflict(
+            f"no free address found on network {network.name!r} after {CLAIM_TRIES} tries: "
+            "other hosts are taking them as fast; try again"
         )
 
     def _join(
@@ -798,7 +917,9 @@ class DriverCore:
 
     def create_service(self, spec: ServiceSpec) -> Service:
         """Allocate the VIPs (mode vip: one IPv4 address per network from its pool) and start
-        `replicas` tasks, each a sandbox of its own on every network of the service."""
+        `replicas` tasks, each a sandbox of its own on every network of the service. On
+        cluster (overlay) networks the slots are spread over the live hosts and each host
+        starts its own: this one before returning, the others when they see the service."""
         with self._lock:
             name = check_service_name(spec.name)
             for other in self._state.services.values():
@@ -824,13 +945,25 @@ class DriverCore:
                 ports=ports,
                 replicas=replicas,
             )
+            clustered = networks[0].scope is Scope.GLOBAL
+            if clustered:
+                service = replace(service, placement=spread((), replicas, self._cluster().hosts()))
             state = self._state.copy()
             undo = _Undo()
             try:
                 if mode is EndpointMode.VIP:
-                    service = replace(service, vips=self._allocate_vips(networks, name, undo))
+                    vips = tuple(
+                        VirtualIP(n.id, self._take(n, 4, f"service {name} (VIP)", service.id,
+                                                   None, undo))
+                        for n in networks
+                    )  # fmt: skip
+                    service = replace(service, vips=vips)
+                if clustered:
+                    cluster = self._cluster()
+                    cluster.create_service(service)
+                    undo.push(f"remove service {name}", lambda: cluster.remove_service(service))
                 state.services[service.id] = service
-                events = self._add_tasks(state, service, replicas, undo)
+                events, _ = self._run_tasks(state, service, undo)
                 self._store.save(state)
             except BaseException:
                 undo.run()
@@ -842,6 +975,7 @@ class DriverCore:
                 ", ".join(str(v.address) for v in service.vips) or "none",
             )  # fmt: skip
             self._emit([ServiceUpdated(service), *events])
+            self._publish(_attached(events))
             if service.mode is EndpointMode.VIP:
                 self._route_vips(service.networks)
             return service
@@ -850,24 +984,27 @@ class DriverCore:
         """Start tasks in the lowest free slots, or stop those in the highest slots first."""
         with self._lock:
             service = self.service(ref)
-            return self._scale(service, check_replicas(replicas))
+            replicas = check_replicas(replicas)
+            if service.placement:
+                placement = spread(service.placement, replicas, self._cluster().hosts())
+                service = replace(service, replicas=replicas, placement=placement)
+                self._cluster().update_service(service)
+            else:
+                service = replace(service, replicas=replicas)
+            return self._update_service(service)
 
     def remove_service(self, ref: str) -> Service:
         """Stop every task (highest slot first) and give the VIPs back."""
         with self._lock:
             service = self.service(ref)
+            if service.placement:
+                self._cluster().remove_service(service)
             state = self._state.copy()
-            events: list[Event] = []
-            removed: list[Endpoint] = []
-            for _, sandbox in reversed(_tasks(state, service.id)):
-                detached = self._dismantle(state, sandbox)
-                removed += detached
-                events += [*(EndpointDetached(e) for e in detached), SandboxRemoved(sandbox)]
+            events, removed = self._stop_tasks(state, service, ())
             del state.services[service.id]
             self._store.save(state)
             self._release(removed)
-            for vip in service.vips:
-                self._ipam.release(vip.network_id, vip.address)
+            self._release_vips(service)
             self._state = state
             log.info("service %s (%s) removed", service.name, service.id[:12])
             self._emit([*events, ServiceRemoved(service)])
@@ -875,48 +1012,89 @@ class DriverCore:
                 self._route_vips(service.networks)
             return service
 
-    def _scale(self, service: Service, replicas: int) -> Service:
-        tasks = _tasks(self._state, service.id)
+    def _update_service(self, service: Service) -> Service:
+        """Save the changed service and run the tasks it now places here."""
+        before = len(_tasks(self._state, service.id))
         state = self._state.copy()
-        service = replace(service, replicas=replicas)
         state.services[service.id] = service
-        events: list[Event] = []
-        removed: list[Endpoint] = []
         undo = _Undo()
         try:
-            if len(tasks) < replicas:
-                events = self._add_tasks(state, service, replicas - len(tasks), undo)
-            # Stopping is not undone (a namespace cannot come back): like remove_sandbox, a
-            # failed save leaves the stopped tasks in the state, and the next start prunes them.
-            for _, sandbox in reversed(tasks[replicas:]):
-                detached = self._dismantle(state, sandbox)
-                removed += detached
-                events += [*(EndpointDetached(e) for e in detached), SandboxRemoved(sandbox)]
+            events, removed = self._run_tasks(state, service, undo)
             self._store.save(state)
         except BaseException:
             undo.run()
             raise
         self._release(removed)
         self._state = state
-        log.info("service %s scaled from %d to %d tasks", service.name, len(tasks), replicas)
+        log.info(
+            "service %s: %d replicas, %d of them here (%d before)",
+            service.name, service.replicas, len(_tasks(state, service.id)), before,
+        )  # fmt: skip
         self._emit([ServiceUpdated(service), *events])
+        self._publish(_attached(events))
         if service.mode is EndpointMode.VIP:
             self._route_vips(service.networks)
         return service
+
+    def _run_tasks(
+        self, state: State, service: Service, undo: _Undo
+    ) -> tuple[list[Event], list[Endpoint]]:
+        """Make `state` run the slots the service places on this host (all of them for a
+        local service): start the missing ones, stop the others. Returns the events and the
+        endpoints that left (their addresses still held: see _release)."""
+        if service.placement:
+            wanted = {i for i, host in enumerate(service.placement, 1) if host == self._me()}
+        else:
+            running = [t.slot for t, _ in _tasks(state, service.id)]
+            kept = sorted(running)[: service.replicas]
+            free = (s for s in itertools.count(1) if s not in running)
+            wanted = {*kept, *itertools.islice(free, max(service.replicas - len(running), 0))}
+        events, removed = self._stop_tasks(state, service, wanted)
+        networks = [state.networks[n] for n in service.networks]
+        running_now = {t.slot for t, _ in _tasks(state, service.id)}
+        for slot in sorted(wanted - running_now):
+            events += self._add_task(state, service, networks, slot, undo)
+        return events, removed
+
+    def _stop_tasks(
+        self, state: State, service: Service, keep: Iterable[int]
+    ) -> tuple[list[Event], list[Endpoint]]:
+        """Stop the service's tasks outside `keep`, highest slot first. Stopping is not undone
+        (a namespace cannot come back): like remove_sandbox, a failed save leaves the stopped
+        tasks in the state, and the next start prunes them."""
+        keep = set(keep)
+        events: list[Event] = []
+        removed: list[Endpoint] = []
+        for task, sandbox in reversed(_tasks(state, service.id)):
+            if task.slot not in keep:
+                detached = self._dismantle(state, sandbox)
+                removed += detached
+                events += [*(EndpointDetached(e) for e in detached), SandboxRemoved(sandbox)]
+        return events, removed
+
+    def _release_vips(self, service: Service) -> None:
+        for vip in service.vips:
+            self._ipam.release(vip.network_id, vip.address)
+            if service.placement and self.cluster is not None:
+                _best_effort(
+                    f"release VIP {vip.address} in the cluster store",
+                    self.cluster.release, vip.network_id, vip.address, service.id,
+                )  # fmt: skip
 
     def _restore_services(self) -> None:
         """At start: bring back tasks whose namespace vanished (a reboot), and the VIP tables
         of every sandbox on a service's network (missing after a reboot)."""
         for service in list(self._state.services.values()):
+            if service.placement and self.cluster is None:
+                continue  # a cluster service: its tasks come back when the cluster store does
             running = len(_tasks(self._state, service.id))
-            if running < service.replicas:
+            wanted = service.placement.count(self._me()) if service.placement else service.replicas
+            if running != wanted:
                 log.warning(
-                    "service %s has %d of %d tasks; starting the missing ones",
-                    service.name, running, service.replicas,
+                    "service %s has %d of the %d tasks it runs here; starting the missing ones",
+                    service.name, running, wanted,
                 )  # fmt: skip
-                _best_effort(
-                    f"restore service {service.name}", self._scale, service, service.replicas
-                )
+                _best_effort(f"restore service {service.name}", self._update_service, service)
             elif service.mode is EndpointMode.VIP:
                 self._route_vips(service.networks)
 
@@ -931,11 +1109,6 @@ class DriverCore:
                     f"network {network.name!r} has no embedded DNS: services need a user-defined "
                     "network (netdns network create NAME)"
                 )
-            if network.scope is Scope.GLOBAL:
-                raise Unsupported(
-                    f"network {network.name!r} is an overlay network: services on overlay "
-                    "networks need the cluster store; use a bridge or macvlan network"
-                )
             if mode is EndpointMode.VIP and not self._ipam.has_family(network.id, 4):
                 raise Invalid(
                     f"network {network.name!r} has no IPv4 subnet for a VIP: use "
@@ -944,33 +1117,12 @@ class DriverCore:
             networks.append(network)
         if not networks:
             raise Invalid("a service needs a network: give --network NET")
-        return networks
-
-    def _allocate_vips(
-        self, networks: Iterable[Network], name: str, undo: _Undo
-    ) -> tuple[VirtualIP, ...]:
-        vips = []
-        for network in networks:
-            address = self._ipam.allocate(network, 4, f"service {name} (VIP)")
-            undo.push(
-                f"release VIP {address}",
-                lambda n=network.id, a=address: self._ipam.release(n, a),  # type: ignore[misc]
+        if len({n.scope for n in networks}) > 1:
+            raise Invalid(
+                "a service's networks must be all overlay networks or all local ones: "
+                f"{', '.join(f'{n.name} ({n.driver})' for n in networks)}"
             )
-            vips.append(VirtualIP(network.id, address))
-        return tuple(vips)
-
-    def _add_tasks(self, state: State, service: Service, count: int, undo: _Undo) -> list[Event]:
-        """Start `count` tasks in the lowest free slots; adds them to `state`, pushes undo."""
-        networks = [state.networks[n] for n in service.networks]
-        taken = {task.slot for task, _ in _tasks(state, service.id)}
-        events: list[Event] = []
-        slot = 0
-        for _ in range(count):
-            slot += 1
-            while slot in taken:
-                slot += 1
-            events += self._add_task(state, service, networks, slot, undo)
-        return events
+        return networks
 
     def _add_task(
         self, state: State, service: Service, networks: list[Network], slot: int, undo: _Undo
@@ -992,6 +1144,220 @@ class DriverCore:
         for endpoint in joined:
             state.endpoints[endpoint.id] = endpoint
         return [SandboxCreated(sandbox), *(EndpointAttached(e) for e in joined)]
+
+    # -- the cluster (drivers/cluster) --------------------------------------------------------
+
+    def cluster_endpoints(self) -> list[Endpoint]:
+        """This host's endpoints on cluster networks: what it publishes under its lease."""
+        state = self._state
+        return [
+            e
+            for e in state.endpoints.values()
+            if not e.remote and state.networks[e.network_id].scope is Scope.GLOBAL
+        ]
+
+    def apply_cluster(self, changes: Sequence[Change], own: Sequence[Record] | None = None) -> None:
+        """Follow what the other hosts changed in the cluster store: their networks, services
+        and endpoints become this host's state and events (remote endpoints are held in memory
+        only), overlay peers and VIP tables follow, and the tasks a service places here start
+        or stop. `own` is given after a full reading: this host's records found in the store,
+        so that what it no longer holds (removed while etcd was away) is taken out."""
+        with self._lock:
+            state = self._state.copy()
+            events: list[Event] = []
+            removed: list[Endpoint] = []
+            peers: list[tuple[Network, EndpointRecord, bool]] = []
+            dirty = False
+            for change in changes:
+                record = change.new if change.new is not None else change.old
+                match record:
+                    case Network():
+                        dirty |= self._follow_network(state, change, events, removed)
+                    case Service():
+                        dirty |= self._follow_service(state, change, events, removed)
+                    case AddressClaim():
+                        self._follow_claim(state, change)
+                    case EndpointRecord():
+                        self._follow_endpoint(state, change, events, peers)
+            if dirty:
+                _best_effort("save the state", self._store.save, state)
+            self._release(e for e in removed if not e.remote)
+            self._state = state
+            self._emit(events)
+            self._program_peers(peers, full=own is not None)
+            self._publish(_attached(events))
+            if own is not None:
+                self._forget_own(own)
+            self._route_vips(n for n in _networks_touched(events) if self._routes_vips(n))
+
+    def _follow_network(
+        self, state: State, change: Change, events: list[Event], removed: list[Endpoint]
+    ) -> bool:
+        new, old = change.new, change.old
+        if isinstance(new, Network):
+            if state.networks.get(new.id) == new:
+                return False  # this host made it
+            if new.id not in state.networks:
+                driver = self._driver(new.driver)
+                if driver is not None:
+                    _best_effort(f"create network {new.name}", driver.create_network, new)
+                self._ipam.add_network(new)
+            state.networks[new.id] = new
+            events.append(NetworkCreated(new))
+            return True
+        assert isinstance(old, Network)
+        if old.id not in state.networks:
+            return False
+        attached = [e for e in state.endpoints.values() if e.network_id == old.id]
+        if any(not e.remote for e in attached):
+            log.error(
+                "cluster network %s was removed by another host while containers here are on "
+                "it; keeping it here until they leave", old.name,
+            )  # fmt: skip
+            return False
+        for endpoint in attached:
+            del state.endpoints[endpoint.id]
+            events.append(EndpointDetached(endpoint))
+        driver = self._driver(old.driver)
+        if driver is not None:
+            _best_effort(f"remove network {old.name}", driver.remove_network, old)
+        self._ipam.remove_network(old.id)
+        del state.networks[old.id]
+        events.append(NetworkRemoved(old))
+        return True
+
+    def _follow_service(
+        self, state: State, change: Change, events: list[Event], removed: list[Endpoint]
+    ) -> bool:
+        new, old = change.new, change.old
+        if isinstance(new, Service):
+            if state.services.get(new.id) == new:
+                return False
+            if any(n not in state.networks for n in new.networks):
+                log.error("cluster service %s is on a network this host does not know", new.name)
+                return False
+            state.services[new.id] = new
+            events.append(ServiceUpdated(new))
+            undo = _Undo()
+            try:
+                started, stopped = self._run_tasks(state, new, undo)
+            except Exception:
+                undo.run()
+                log.exception("could not run the tasks of service %s here", new.name)
+                return True
+            events += started
+            removed += stopped
+            return True
+        assert isinstance(old, Service)
+        if old.id not in state.services:
+            return False
+        stopped_events, stopped = self._stop_tasks(state, old, ())
+        events += [*stopped_events, ServiceRemoved(old)]
+        removed += stopped
+        del state.services[old.id]
+        for vip in old.vips:
+            self._ipam.release(vip.network_id, vip.address)
+        return True
+
+    def _follow_claim(self, state: State, change: Change) -> None:
+        if isinstance(change.new, AddressClaim):
+            claim = change.new
+            network = state.networks.get(claim.network_id)
+            if network is not None:
+                with contextlib.suppress(Conflict, Invalid):  # marked already
+                    self._ipam.reserve(network, claim.address, f"a container on {claim.host}")
+        elif isinstance(change.old, AddressClaim):
+            self._ipam.release(change.old.network_id, change.old.address)
+
+    def _follow_endpoint(
+        self,
+        state: State,
+        change: Change,
+        events: list[Event],
+        peers: list[tuple[Network, EndpointRecord, bool]],
+    ) -> None:
+        if isinstance(change.new, EndpointRecord):
+            endpoint = change.new.endpoint
+            network = state.networks.get(endpoint.network_id)
+            if network is None:
+                log.warning("endpoint %s is on an unknown network; skipped", endpoint.name)
+                return
+            known = state.endpoints.get(endpoint.id)
+            state.endpoints[endpoint.id] = endpoint
+            events.append(EndpointUpdated(endpoint) if known else EndpointAttached(endpoint))
+            if isinstance(change.old, EndpointRecord):
+                peers.append((network, change.old, False))
+            peers.append((network, change.new, True))
+        elif isinstance(change.old, EndpointRecord):
+            endpoint = state.endpoints.pop(change.old.endpoint.id, None)
+            network = state.networks.get(change.old.endpoint.network_id)
+            if endpoint is not None:
+                events.append(EndpointDetached(endpoint))
+            if network is not None:
+                peers.append((network, change.old, False))
+
+    def _program_peers(
+        self, peers: Iterable[tuple[Network, EndpointRecord, bool]], *, full: bool
+    ) -> None:
+        """Static FDB/neighbour entries for remote endpoints on overlay networks; after a full
+        reading, also drop the kernel's entries no remote endpoint accounts for any more."""
+        driver = self._drivers.get(Driver.OVERLAY)
+        add_peer = getattr(driver, "add_peer", None)
+        if driver is None or add_peer is None:
+            return
+        for network, record, present in peers:
+            endpoint = record.endpoint
+            if network.driver is not Driver.OVERLAY or endpoint.ipv4 is None or not endpoint.mac:
+                continue
+            args = (network, endpoint.ipv4, endpoint.mac, record.vtep)
+            if present:
+                _best_effort(f"add overlay peer {endpoint.name}", add_peer, *args)
+            else:
+                _best_effort(f"remove overlay peer {endpoint.name}", driver.remove_peer, *args)  # type: ignore[attr-defined]
+        if full:
+            self._prune_peers(driver)
+
+    def _prune_peers(self, driver: object) -> None:
+        wanted = {(e.network_id, e.ipv4, e.mac) for e in self._state.endpoints.values() if e.remote}
+        for network in self._state.networks.values():
+            if network.driver is not Driver.OVERLAY:
+                continue
+            try:
+                programmed = driver.peers(network)  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("could not list the overlay peers of %s", network.name)
+                continue
+            for address, mac, vtep in programmed:
+                if (network.id, address, mac) not in wanted:
+                    _best_effort(
+                        f"remove stale overlay peer {address}",
+                        driver.remove_peer, network, address, mac, vtep,  # type: ignore[attr-defined]
+                    )  # fmt: skip
+
+    def _forget_own(self, own: Iterable[Record]) -> None:
+        """Take out of the store what this host published or claimed and no longer holds
+        (changed while etcd was away, or before a crash)."""
+        cluster = self._cluster()
+        holders = {e.id for e in self._state.endpoints.values() if not e.remote}
+        holders |= set(self._state.services)
+        for record in own:
+            if isinstance(record, EndpointRecord) and record.endpoint.id not in holders:
+                _best_effort(f"withdraw {record.endpoint.name}", cluster.withdraw, record.endpoint)
+            elif isinstance(record, AddressClaim) and record.owner not in holders:
+                _best_effort(
+                    f"release {record.address}",
+                    cluster.release, record.network_id, record.address, record.owner,
+                )  # fmt: skip
+
+    def _me(self) -> str:
+        return self.cluster.host if self.cluster is not None else ""
+
+    def _cluster(self) -> Cluster:
+        if self.cluster is None:
+            raise Unsupported(
+                "this needs the cluster store: start the daemon with --store etcd://HOST:PORT"
+            )
+        return self.cluster
 
     # -- VIP routes (drivers/vip.py) --------------------------------------------------------
 
@@ -1141,12 +1507,11 @@ def vip_routes(state: State, sandbox_id: str) -> list[VipRoute]:
     for service in state.services.values():
         if service.mode is not EndpointMode.VIP:
             continue
-        tasks = {sandbox.id: task.slot for task, sandbox in _tasks(state, service.id)}
         for vip in service.vips:
             if vip.network_id not in attached or vip.address.version != 4:
                 continue
             backends = sorted(
-                (tasks.get(e.sandbox_id, 0), e.ipv4)
+                (e.task.slot, e.ipv4)  # type: ignore[union-attr]
                 for e in state.endpoints.values()
                 if e.network_id == vip.network_id
                 and e.ipv4 is not None
@@ -1155,3 +1520,33 @@ def vip_routes(state: State, sandbox_id: str) -> list[VipRoute]:
             )
             routes.append(VipRoute(vip.address, service.ports, tuple(a for _, a in backends)))  # type: ignore[arg-type]
     return routes
+
+
+def spread(placement: Sequence[str], replicas: int, hosts: Sequence[str]) -> tuple[str, ...]:
+    """The host of each slot of a cluster service scaled to `replicas`: the slots that stay
+    keep their host; new ones go to the live host with the fewest slots (then by name)."""
+    if not hosts:
+        raise Unavailable("no live host is registered in the cluster store: is etcd reachable?")
+    slots = list(placement[:replicas])
+    load = {host: slots.count(host) for host in hosts}
+    while len(slots) < replicas:
+        host = min(sorted(hosts), key=lambda h: load[h])
+        slots.append(host)
+        load[host] += 1
+    return tuple(slots)
+
+
+def _attached(events: Iterable[Event]) -> list[Endpoint]:
+    """This host's endpoints that the events attach."""
+    return [e.endpoint for e in events if isinstance(e, EndpointAttached) and not e.endpoint.remote]
+
+
+def _networks_touched(events: Iterable[Event]) -> set[str]:
+    """The networks whose members or services the events change."""
+    touched: set[str] = set()
+    for event in events:
+        if isinstance(event, EndpointAttached | EndpointDetached | EndpointUpdated):
+            touched.add(event.endpoint.network_id)
+        elif isinstance(event, ServiceUpdated | ServiceRemoved):
+            touched.update(event.service.networks)
+    return touched

@@ -38,3 +38,11 @@ class Unsupported(NetdnsError):
 
     http_status = 501
     exit_code = 5
+
+
+class Unavailable(NetdnsError):
+    """A service netdns depends on (the cluster store) cannot be reached right now; the same
+    request may work later."""
+
+    http_status = 503
+    exit_code = 6

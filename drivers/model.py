@@ -117,10 +117,17 @@ class Endpoint:
     ipv6: IPv6Address | None = None
     mac: str = ""
     task: Task | None = None
+    # The cluster host that runs the sandbox when it is another one (learnt from the cluster
+    # store); "" for this host's own endpoints.
+    host: str = ""
 
     @property
     def short_id(self) -> str:
         return self.sandbox_id[:12]
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.host)
 
     @property
     def addresses(self) -> tuple[IPAddress, ...]:
@@ -149,6 +156,9 @@ class Service:
     vips: tuple[VirtualIP, ...] = ()
     ports: tuple[ServicePort, ...] = ()
     replicas: int = 1
+    # Cluster services (on overlay networks): the host that runs each slot, slot 1 first.
+    # Empty for a local service, whose tasks all run here.
+    placement: tuple[str, ...] = ()
 
     def vips_on(self, network_id: str) -> tuple[IPAddress, ...]:
         return tuple(v.address for v in self.vips if v.network_id == network_id)

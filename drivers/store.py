@@ -115,6 +115,8 @@ def state_to_json(state: State) -> dict[str, Any]:
     data: dict[str, Any] = {"schema": SCHEMA_VERSION}
     for section, _ in _SECTIONS:
         data[section] = [to_json(v) for v in getattr(state, section).values()]
+    # Other hosts' endpoints are the cluster store's to keep: read again at each start.
+    data["endpoints"] = [to_json(e) for e in state.endpoints.values() if not e.remote]
     data["made_netns"] = dict(state.made_netns)
     return data
 

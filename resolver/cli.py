@@ -20,7 +20,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from drivers.errors import Conflict, Invalid, NetdnsError, NotFound, Unsupported
+from drivers.errors import Conflict, Invalid, NetdnsError, NotFound, Unavailable, Unsupported
 from resolver import inspect
 from resolver.client import DEFAULT_HOST, HOST_ENV, Client, ClientError
 
@@ -30,7 +30,7 @@ NAMED_NETNS_DIR = "/run/netns/"
 
 # -- errors and exit codes (the one place) ---------------------------------------------------
 
-_ERROR_CLASSES = (Invalid, NotFound, Conflict, Unsupported)
+_ERROR_CLASSES = (Invalid, NotFound, Conflict, Unsupported, Unavailable)
 _EXIT_BY_STATUS = {cls.http_status: cls.exit_code for cls in _ERROR_CLASSES}
 
 

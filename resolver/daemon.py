@@ -22,14 +22,21 @@ import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 from dnslib import QTYPE, RCODE, DNSRecord
 
+from drivers import names
+from drivers.cluster.etcd import EtcdClient, parse_store_url
+from drivers.cluster.keys import Record
+from drivers.cluster.store import DEFAULT_LEASE_TTL, ClusterStore, route_source
+from drivers.cluster.view import Change
 from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec, ServiceSpec
 from drivers.errors import Invalid, NetdnsError
+from drivers.ipam import parse_address
 from drivers.model import Endpoint, Event, Network, Sandbox, Service
 from drivers.namespaces import Namespaces
 from drivers.registry import default_drivers
@@ -48,6 +55,9 @@ T = TypeVar("T")
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 DEFAULT_ROOT = Path("/var/lib/netdns")
 DEFAULT_ADMIN = "unix:///run/netdns/netdns.sock"
+# How long a starting daemon waits for its first reading of the cluster store; after that it
+# serves its local state and goes on trying.
+CLUSTER_START_WAIT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +65,10 @@ class DaemonConfig:
     root: Path = DEFAULT_ROOT
     admin: str = DEFAULT_ADMIN
     admin_tcp: str = ""
-    store: str = "local"
+    store: str = "local"  # or etcd://HOST:PORT
     host_name: str = field(default_factory=socket.gethostname)
+    advertise_addr: IPv4Address | None = None  # this host's VTEP; default: the way to etcd
+    lease_ttl: int = DEFAULT_LEASE_TTL
     bridge: str = "netdns0"  # the Linux bridge of the default `bridge` network
     log_level: str = "info"
     dns: tuple[str, ...] = ()
@@ -92,10 +104,20 @@ class Daemon:
             self.table, self.resolver.handle, host_resolv=self._host_resolv_for_sandboxes,
             etc_netns=config.etc_netns, fast=self.resolver.fast,
         )  # fmt: skip
+        self.cluster: ClusterStore | None = None
+        advertise = None
+        if config.store != "local":
+            client = EtcdClient(config.store)
+            advertise = config.advertise_addr or route_source(client.url)
+            self.cluster = ClusterStore(
+                client, config.host_name, advertise, on_changes=self._on_cluster_changes,
+                mine=lambda: self.core.cluster_endpoints(), lease_ttl=config.lease_ttl,
+            )  # fmt: skip
         self.core = DriverCore(
-            LocalStore(config.root), default_drivers(), Namespaces(),
+            LocalStore(config.root), default_drivers(advertise), Namespaces(),
             default_bridge_options=((BRIDGE_NAME_OPTION, config.bridge),),
         )  # fmt: skip
+        self.core.cluster = self.cluster
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netdns-core")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -108,7 +130,11 @@ class Daemon:
         self._loop_thread = threading.get_ident()
         self.config.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.core.subscribe(self._on_event)
+        if self.cluster is not None:
+            self.cluster.bind(self._loop)  # the core's start may already claim addresses
         await self._call(self.core.start)
+        if self.cluster is not None:
+            await self.cluster.start(wait=CLUSTER_START_WAIT)
         app = make_app(self)
         app.middlewares.append(self._token_middleware())
         self._runner = web.AppRunner(app, access_log=None)
@@ -134,6 +160,8 @@ class Daemon:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.listeners.close()
         self.forwarder.close()
         self._worker.shutdown(wait=True)
@@ -145,6 +173,9 @@ class Daemon:
         if threading.get_ident() == self._loop_thread:
             raise RuntimeError("DriverCore must be called through Daemon._call, not on the loop")
         asyncio.run_coroutine_threadsafe(self.listeners.apply(event), self._loop).result()
+
+    async def _on_cluster_changes(self, changes: list[Change], own: list[Record] | None) -> None:
+        await self._call(self.core.apply_cluster, changes, own)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._loop is not None
@@ -274,12 +305,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also serve the admin API on TCP; requests need the token in ROOT/admin.token",
     )
     parser.add_argument(
-        "--store", default="local", help="state store: local (default) or etcd://HOST:PORT"
+        "--store",
+        default="local",
+        help="state store: local (default), or etcd://HOST:PORT to share overlay networks and "
+        "services with the other hosts of a cluster",
     )
     parser.add_argument(
         "--host-name",
         default=socket.gethostname(),
-        help="this host's name in a cluster (default: the hostname)",
+        help="this host's name in a cluster, unique among its hosts (default: the hostname)",
+    )
+    parser.add_argument(
+        "--advertise-addr",
+        default="",
+        metavar="IP",
+        help="this host's underlay IPv4 address, where the other hosts send its overlay "
+        "traffic (default: the source address of the route to etcd)",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=DEFAULT_LEASE_TTL,
+        metavar="SECONDS",
+        help="how long this host's endpoints outlive its daemon in the other hosts' answers "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--bridge",
@@ -320,16 +369,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> DaemonConfig:
     if args.store != "local":
-        raise Invalid(f"--store {args.store!r}: only 'local' is supported so far")
+        parse_store_url(args.store)  # Invalid naming the bad URL
+        names.check_hostname(args.host_name)
+    elif args.advertise_addr:
+        raise Invalid("--advertise-addr is for a cluster: give --store etcd://HOST:PORT too")
+    advertise = (
+        parse_address(args.advertise_addr, "--advertise-addr", 4) if args.advertise_addr else None
+    )
     if args.local_ttl < 0 or args.max_inflight < 1:
         raise Invalid("--local-ttl must be >= 0 and --max-inflight >= 1")
+    if not 2 <= args.lease_ttl <= 3600:
+        raise Invalid(f"--lease-ttl {args.lease_ttl}: give 2 to 3600 seconds")
     from resolver.forward.upstream import parse_server
 
     for server in args.dns:
         parse_server(server)  # fails early with a clear message
     return DaemonConfig(
         root=args.root, admin=args.admin, admin_tcp=args.admin_tcp, store=args.store,
-        host_name=args.host_name, bridge=args.bridge, log_level=args.log_level, dns=tuple(args.dns),
+        host_name=args.host_name, advertise_addr=advertise, lease_ttl=args.lease_ttl,
+        bridge=args.bridge, log_level=args.log_level, dns=tuple(args.dns),
         local_ttl=args.local_ttl, no_cache=args.no_cache, max_inflight=args.max_inflight,
         resolv_conf=args.resolv_conf,
     )  # fmt: skip
@@ -362,6 +420,8 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Its debug output is every netlink message in full: pages per container, nothing of ours.
+    logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
     if os.geteuid() != 0:
         raise NetdnsError("netdns daemon must run as root: it creates namespaces and links")
     run(serve(config_from_args(args)))

@@ -45,7 +45,8 @@ def affected_sandboxes(event: Event) -> tuple[str, ...]:
         case SandboxCreated(sandbox) | SandboxRemoved(sandbox):
             return (sandbox.id,)
         case EndpointAttached(endpoint) | EndpointDetached(endpoint) | EndpointUpdated(endpoint):
-            return (endpoint.sandbox_id,)
+            # Another host's endpoint: its sandbox has no listener here.
+            return () if endpoint.remote else (endpoint.sandbox_id,)
     return ()
 
 

@@ -347,7 +347,9 @@ class NameTable:
                     )
                 index.remove_endpoint(endpoint.id)
                 index.add_endpoint(endpoint)
-                self._attachments.setdefault(endpoint.sandbox_id, {})[endpoint.network_id] = None
+                if not endpoint.remote:  # another host's sandbox has no view here
+                    attached = self._attachments.setdefault(endpoint.sandbox_id, {})
+                    attached[endpoint.network_id] = None
             case EndpointDetached(endpoint):
                 index = self._networks.get(endpoint.network_id)
                 if index is not None:

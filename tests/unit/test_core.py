@@ -32,6 +32,7 @@ from drivers.model import (
 )
 from drivers.store import STATE_FILE, LocalStore, State
 from resolver.names import QTYPE_A, QTYPE_AAAA, NameTable, Outcome, Rule
+from tests.unit.cluster_double import MemoryCluster, MemoryEtcd
 
 
 class PlumbingFailed(Exception):
@@ -479,7 +480,17 @@ def test_ipv6_network_gives_both_families_and_honours_ip6(h):
     assert (b.ipv4, b.ipv6) == (ip_address("10.6.0.3"), ip_address("fd00:6::99"))
 
 
+def test_overlay_networks_need_the_cluster_store(h):
+    unchanged(
+        h,
+        lambda: h.core.create_network(NetworkSpec("ov", driver="overlay")),
+        Unsupported,
+        "--store etcd://",
+    )
+
+
 def test_overlay_networks_need_attachable_for_containers(h):
+    h.core.cluster = MemoryCluster(MemoryEtcd(), "h1", "192.0.2.1")
     h.core.create_network(NetworkSpec("ov", driver="overlay"))
     h.core.create_network(NetworkSpec("ova", driver="overlay", attachable=True))
     unchanged(

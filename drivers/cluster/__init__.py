@@ -1,0 +1,1 @@
+"""Multi-host state: overlay networks, services and their endpoints in etcd."""
