@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 APT_PACKAGES := bind9-dnsutils dnsmasq dnsperf busybox-static nftables iproute2 iputils-ping procps \
-                aardvark-dns util-linux
+                aardvark-dns util-linux etcd-server
 PYTEST_ARGS ?=
 
 .PHONY: run test bench lint deps venv clean
