@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol, TypeVar
 
-from drivers import names
+from drivers import cni, names
 from drivers.base import NetworkDriver
 from drivers.cluster.keys import AddressClaim, EndpointRecord, Record
 from drivers.cluster.view import Change
@@ -816,6 +816,8 @@ class DriverCore:
             raise Invalid(
                 f"--ip6 {ipv6}: network {network.name!r} has no IPv6 (create it with --ipv6)"
             )
+        if network.driver is Driver.CNI:
+            cni.check_addresses(network, ipv4, ipv6)  # the CNI plugins pick them, never netdns
         return _Attachment(network, checked_aliases, ipv4, ipv6)  # type: ignore[arg-type]
 
     def _allocate(self, attachment: _Attachment, sandbox: Sandbox, undo: _Undo) -> Endpoint:
@@ -1109,6 +1111,8 @@ class DriverCore:
                     f"network {network.name!r} has no embedded DNS: services need a user-defined "
                     "network (netdns network create NAME)"
                 )
+            if network.driver is Driver.CNI:
+                raise Invalid(cni.NO_SERVICES.format(network=network.name))
             if mode is EndpointMode.VIP and not self._ipam.has_family(network.id, 4):
                 raise Invalid(
                     f"network {network.name!r} has no IPv4 subnet for a VIP: use "
@@ -1299,40 +1303,36 @@ class DriverCore:
     def _program_peers(
         self, peers: Iterable[tuple[Network, EndpointRecord, bool]], *, full: bool
     ) -> None:
-        """Static FDB/neighbour entries for remote endpoints on overlay networks; after a full
-        reading, also drop the kernel's entries no remote endpoint accounts for any more."""
+        """Static FDB/neighbour entries for remote endpoints on overlay networks, one batch
+        per network; after a full reading, also drop the kernel's entries no remote endpoint
+        accounts for any more."""
         driver = self._drivers.get(Driver.OVERLAY)
-        add_peer = getattr(driver, "add_peer", None)
-        if driver is None or add_peer is None:
+        if driver is None or not hasattr(driver, "update_peers"):
             return
+        batches: dict[str, tuple[Network, list, list]] = {}
         for network, record, present in peers:
             endpoint = record.endpoint
             if network.driver is not Driver.OVERLAY or endpoint.ipv4 is None or not endpoint.mac:
                 continue
-            args = (network, endpoint.ipv4, endpoint.mac, record.vtep)
-            if present:
-                _best_effort(f"add overlay peer {endpoint.name}", add_peer, *args)
-            else:
-                _best_effort(f"remove overlay peer {endpoint.name}", driver.remove_peer, *args)  # type: ignore[attr-defined]
+            batch = batches.setdefault(network.id, (network, [], []))
+            batch[1 if present else 2].append((endpoint.ipv4, endpoint.mac, record.vtep))
         if full:
-            self._prune_peers(driver)
-
-    def _prune_peers(self, driver: object) -> None:
-        wanted = {(e.network_id, e.ipv4, e.mac) for e in self._state.endpoints.values() if e.remote}
-        for network in self._state.networks.values():
-            if network.driver is not Driver.OVERLAY:
-                continue
-            try:
-                programmed = driver.peers(network)  # type: ignore[attr-defined]
-            except Exception:
-                log.exception("could not list the overlay peers of %s", network.name)
-                continue
-            for address, mac, vtep in programmed:
-                if (network.id, address, mac) not in wanted:
-                    _best_effort(
-                        f"remove stale overlay peer {address}",
-                        driver.remove_peer, network, address, mac, vtep,  # type: ignore[attr-defined]
-                    )  # fmt: skip
+            wanted = {(e.network_id, e.ipv4, e.mac) for e in self._state.endpoints.values()}
+            for network in self._state.networks.values():
+                if network.driver is not Driver.OVERLAY:
+                    continue
+                try:
+                    programmed = driver.peers(network)  # type: ignore[attr-defined]
+                except Exception:
+                    log.exception("could not list the overlay peers of %s", network.name)
+                    continue
+                stale = [p for p in programmed if (network.id, p[0], p[1]) not in wanted]
+                batches.setdefault(network.id, (network, [], []))[2].extend(stale)
+        for network, add, remove in batches.values():
+            _best_effort(
+                f"update the overlay peers of {network.name}",
+                lambda n=network, a=add, r=remove: driver.update_peers(n, add=a, remove=r),  # type: ignore[attr-defined]
+            )
 
     def _forget_own(self, own: Iterable[Record]) -> None:
         """Take out of the store what this host published or claimed and no longer holds

@@ -22,6 +22,7 @@ class Driver(enum.StrEnum):
     MACVLAN = "macvlan"
     IPVLAN = "ipvlan"
     OVERLAY = "overlay"
+    CNI = "cni"  # a CNI network: the CNI plugins make its links and addresses
 
 
 class Scope(enum.StrEnum):

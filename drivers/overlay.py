@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections import Counter
+from collections.abc import Iterable
 from ipaddress import IPv4Address
 from typing import ClassVar
 
@@ -207,50 +209,79 @@ class OverlayDriver:
     # --- remote endpoints (called by the cluster layer) ---------------------------------------
 
     def add_peer(self, network: Network, address: IPv4Address, mac: str, vtep: IPv4Address) -> None:
-        """Reach the remote sandbox ADDRESS (with MAC) through the host at VTEP.
-
-        Adding the same peer again changes nothing; a new MAC or VTEP for ADDRESS replaces the
-        old one (and the old MAC's forwarding entry goes when no address uses it any more).
-        """
-        address, vtep, mac = _ipv4(address, "peer address"), _ipv4(vtep, "peer VTEP"), _mac(mac)
-        if not any(address in config.subnet for config in network.ipam):
-            raise Invalid(
-                f"peer address {address} is in none of the subnets of overlay network "
-                f"{network.name!r}"
-            )
-        with links.netlink() as host:
-            vxlan = self._require_vxlan(host, network)
-            old_mac = links.permanent_neighbours(host, vxlan).get(address)
-            links.fdb_replace(host, vxlan, mac, vtep)
-            links.neigh_replace(host, vxlan, address, mac)
-            if old_mac is not None and old_mac != mac:
-                self._drop_unused_mac(host, vxlan, old_mac)
-        log.debug("network %s: peer %s %s via %s", network.name, address, mac, vtep)
+        """Reach the remote sandbox ADDRESS (with MAC) through the host at VTEP (see
+        update_peers)."""
+        self.update_peers(network, add=[(address, mac, vtep)])
 
     def remove_peer(
         self, network: Network, address: IPv4Address, mac: str, vtep: IPv4Address
     ) -> None:
-        """Forget the remote sandbox ADDRESS; missing is fine.
+        """Forget the remote sandbox ADDRESS; missing is fine (see update_peers)."""
+        self.update_peers(network, remove=[(address, mac, vtep)])
 
-        Only the entries that still say MAC at VTEP go: a removal that arrives after the
+    def update_peers(
+        self, network: Network, *, add: Iterable[Peer] = (), remove: Iterable[Peer] = ()
+    ) -> None:
+        """Remove, then add, remote peers with one netlink socket and one reading of the
+        device's tables: a batch of a thousand costs a thousand writes, not a thousand dumps.
+
+        Adding the same peer again changes nothing; a new MAC or VTEP for an address replaces
+        the old one (the old MAC's forwarding entry goes when no address uses it any more).
+        A removal only takes entries that still say MAC at VTEP: one that arrives after the
         address or MAC was re-added elsewhere (a moved or re-created endpoint) leaves the new
-        entries alone.
+        entries alone. Removing what is missing is fine.
         """
-        address, vtep, mac = _ipv4(address, "peer address"), _ipv4(vtep, "peer VTEP"), _mac(mac)
+        adds = [self._checked(network, *peer) for peer in add]
+        removes = [self._checked(network, *peer, in_subnet=False) for peer in remove]
+        if not adds and not removes:
+            return
         with links.netlink() as host:
             vxlan = links.index_of(host, vxlan_name(network))
             if vxlan is None:
+                if adds:
+                    self._require_vxlan(host, network)  # raises NotFound naming the device
                 return
-            remotes = {dst for m, dst in links.fdb_remotes(host, vxlan) if m == mac}
-            if remotes and vtep not in remotes:
-                log.debug(
-                    "network %s: peer %s %s is behind %s now", network.name, mac, address, remotes
-                )
-                return
-            if links.permanent_neighbours(host, vxlan).get(address) == mac:
-                links.neigh_delete(host, vxlan, address)
-            links.fdb_delete(host, vxlan, mac, vtep)
-        log.debug("network %s: peer %s %s via %s removed", network.name, address, mac, vtep)
+            neighbours = links.permanent_neighbours(host, vxlan)
+            remotes = links.fdb_remotes(host, vxlan)
+            users = Counter(neighbours.values())
+            for address, mac, vtep in removes:
+                behind = {dst for m, dst in remotes if m == mac}
+                if behind and vtep not in behind:
+                    log.debug("network %s: peer %s %s is behind %s now", network.name, mac,
+                              address, behind)  # fmt: skip
+                    continue
+                if neighbours.get(address) == mac:
+                    links.neigh_delete(host, vxlan, address)
+                    del neighbours[address]
+                    users[mac] -= 1
+                links.fdb_delete(host, vxlan, mac, vtep)
+                remotes.discard((mac, vtep))
+            for address, mac, vtep in adds:
+                old = neighbours.get(address)
+                links.fdb_replace(host, vxlan, mac, vtep)
+                remotes = {(m, d) for m, d in remotes if m != mac} | {(mac, vtep)}
+                links.neigh_replace(host, vxlan, address, mac)
+                neighbours[address] = mac
+                users[mac] += 1
+                if old is not None and old != mac:
+                    users[old] -= 1
+                    if users[old] <= 0:
+                        for remote_mac, old_vtep in [r for r in remotes if r[0] == old]:
+                            links.fdb_delete(host, vxlan, remote_mac, old_vtep)
+                            remotes.discard((remote_mac, old_vtep))
+        log.debug("network %s: %d peers added, %d removed", network.name, len(adds), len(removes))
+
+    @staticmethod
+    def _checked(
+        network: Network, address: object, mac: object, vtep: object, *, in_subnet: bool = True
+    ) -> Peer:
+        address, vtep, mac = _ipv4(address, "peer address"), _ipv4(vtep, "peer VTEP"), _mac(mac)
+        if in_subnet and not any(address in config.subnet for config in network.ipam):
+            raise Invalid(
+                f"peer address {address} is in none of the subnets of overlay network "
+                f"{network.name!r}"
+            )
+        return address, mac, vtep
 
     def peers(self, network: Network) -> set[Peer]:
         """The (address, MAC, VTEP) peers programmed now; none when the network is not here."""
@@ -328,10 +359,3 @@ class OverlayDriver:
                 "not exist; the network must be created on this host before its peers are added"
             )
         return index
-
-    def _drop_unused_mac(self, host: IPRoute, vxlan: int, mac: str) -> None:
-        if mac in links.permanent_neighbours(host, vxlan).values():
-            return
-        for remote_mac, vtep in links.fdb_remotes(host, vxlan):
-            if remote_mac == mac:
-                links.fdb_delete(host, vxlan, mac, vtep)

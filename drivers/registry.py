@@ -6,6 +6,7 @@ from ipaddress import IPv4Address
 
 from drivers.base import NetworkDriver
 from drivers.bridge import BridgeDriver
+from drivers.cni import CniDriver
 from drivers.host import HostDriver
 from drivers.ipvlan import IpvlanDriver
 from drivers.macvlan import MacvlanDriver
@@ -25,5 +26,6 @@ def default_drivers(advertise: IPv4Address | None = None) -> dict[Driver, Networ
         MacvlanDriver(),
         IpvlanDriver(),
         OverlayDriver(advertise),
+        CniDriver(),
     )
     return {driver.kind: driver for driver in drivers}

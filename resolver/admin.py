@@ -23,6 +23,13 @@ Routes (JSON in and out):
     DELETE /v1/services/{ref}
     POST   /v1/services/{ref}/scale            {"replicas": N}
     GET    /v1/resolve?from=C&name=N&type=T    what C would get for N, and which rule says so
+    GET    /v1/events?since=S&until=U&follow=B JSON lines, one per state change (resolver/
+                                                events.py); S, U: a seq, an RFC 3339 time or
+                                                a duration ago (10m); follow (default true)
+                                                keeps the stream open for new events
+    GET    /v1/querylog                        {"sample": R}: the share of queries logged
+    PUT    /v1/querylog                        {"sample": R}, 0 (off) to 1 (every query)
+    GET    /metrics                            Prometheus text format (resolver/metrics.py)
 
 Every error is {"message": ..., "status": N}. The status of a NetdnsError comes from its class
 (drivers/errors.py), mapped here in one place (the error middleware); a malformed request is an
@@ -32,6 +39,7 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -43,6 +51,9 @@ from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec, Serv
 from drivers.errors import Invalid, NetdnsError
 from drivers.model import Endpoint, Network, Sandbox, Service
 from resolver import inspect
+from resolver.events import Bound, EventLog, parse_bound
+from resolver.logs import check_sample
+from resolver.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +88,17 @@ class AdminOps(Protocol):
     async def explain(self, sandbox_ref: str, name: str, qtype: str) -> dict[str, Any]:
         """rcode, answers as zone text, rule, path, the networks holding the name, ..."""
         ...
+
+    @property
+    def events(self) -> EventLog: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def query_sample(self) -> float: ...
+
+    def set_query_sample(self, sample: float) -> None: ...
 
 
 OPS_KEY = web.AppKey("ops", AdminOps)
@@ -153,6 +175,14 @@ class Body:
         if not isinstance(value, int) or isinstance(value, bool):
             raise Invalid(f"field {field!r} must be a whole number, not {_json_type(value)}")
         return value
+
+    def number(self, field: str) -> float:
+        value = self._data.get(field)
+        if value is None:
+            raise Invalid(f"field {field!r} is required (a number)")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise Invalid(f"field {field!r} must be a number, not {_json_type(value)}")
+        return float(value)
 
     def texts(self, field: str) -> tuple[str, ...]:
         value = self._data.get(field)
@@ -399,6 +429,61 @@ async def resolve(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+TRUE_WORDS = frozenset({"1", "true", "yes"})
+FALSE_WORDS = frozenset({"0", "false", "no"})
+
+
+def _flag(query: Any, field: str, default: bool) -> bool:
+    value = query.get(field)
+    if value is None:
+        return default
+    if value.lower() in TRUE_WORDS:
+        return True
+    if value.lower() in FALSE_WORDS:
+        return False
+    raise Invalid(f"query parameter {field!r}: {value!r} is not true or false")
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """The event log as JSON lines, written as they happen (flushed per line)."""
+    query = request.query
+    unknown = sorted(set(query) - {"since", "until", "follow"})
+    if unknown:
+        raise Invalid(f"unknown query parameter(s) {', '.join(unknown)}: use since, until, follow")
+    since = parse_bound(query["since"], "since") if query.get("since") else Bound()
+    until = parse_bound(query["until"], "until") if query.get("until") else Bound()
+    follow = _flag(query, "follow", True)
+    event_log = _ops(request).events
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    try:
+        async with contextlib.aclosing(event_log.stream(since, until, follow=follow)) as lines:
+            async for line in lines:
+                await response.write(line)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the reader went away: nothing to tell anyone
+    return response
+
+
+async def get_querylog(request: web.Request) -> web.Response:
+    return web.json_response({"sample": _ops(request).query_sample})
+
+
+async def put_querylog(request: web.Request) -> web.Response:
+    body = await read_body(request, ("sample",))
+    ops = _ops(request)
+    ops.set_query_sample(check_sample(body.number("sample")))
+    return web.json_response({"sample": ops.query_sample})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    ops = _ops(request)
+    return web.Response(
+        body=ops.metrics.render(), headers={"Content-Type": ops.metrics.CONTENT_TYPE}
+    )
+
+
 def make_app(ops: AdminOps) -> web.Application:
     app = web.Application(middlewares=[errors_as_json])
     app[OPS_KEY] = ops
@@ -419,4 +504,8 @@ def make_app(ops: AdminOps) -> web.Application:
     app.router.add_delete("/v1/services/{ref}", remove_service)
     app.router.add_post("/v1/services/{ref}/scale", scale_service)
     app.router.add_get("/v1/resolve", resolve)
+    app.router.add_get("/v1/events", events)
+    app.router.add_get("/v1/querylog", get_querylog)
+    app.router.add_put("/v1/querylog", put_querylog)
+    app.router.add_get("/metrics", metrics)
     return app

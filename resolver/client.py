@@ -8,10 +8,12 @@ ClientError that says so, with status 0.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -34,7 +36,7 @@ class ClientError(Exception):
 class UnixHTTPConnection(http.client.HTTPConnection):
     """http.client over an AF_UNIX stream socket."""
 
-    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, path: str, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         super().__init__("localhost", timeout=timeout)
         self.path = path
 
@@ -47,6 +49,23 @@ class UnixHTTPConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+
+def _error_reply(
+    method: str, path: str, response: http.client.HTTPResponse, raw: bytes
+) -> ClientError:
+    """An error reply as a ClientError: its message when it is ours, else its first line."""
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return ClientError(data["message"], response.status)
+    text = raw.decode(errors="replace").strip().splitlines()
+    return ClientError(
+        f"{method} {path}: HTTP {response.status} {text[0] if text else response.reason}",
+        response.status,
+    )
 
 
 def ref(value: str) -> str:
@@ -76,10 +95,18 @@ class Client:
                 f"--host {self.host!r}: expected unix:///path/to/socket or tcp://HOST:PORT"
             )
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
         if self.host.startswith("unix://"):
-            return UnixHTTPConnection(self.where, self.timeout)
-        return http.client.HTTPConnection(*self._tcp, timeout=self.timeout)
+            return UnixHTTPConnection(self.where, timeout)
+        return http.client.HTTPConnection(*self._tcp, timeout=timeout)
+
+    def _headers(self, payload: bytes | None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        if self.token and not self.host.startswith("unix://"):
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
 
     def request(
         self,
@@ -89,55 +116,85 @@ class Client:
         query: dict[str, str] | None = None,
     ) -> Any:
         """The reply's JSON; ClientError for an error reply or an unreachable daemon."""
-        if query:
-            path = f"{path}?{urlencode(query)}"
-        headers = {"Accept": "application/json"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if self.token and not self.host.startswith("unix://"):
-            headers["Authorization"] = f"Bearer {self.token}"
-        connection = self._connection()
-        try:
-            try:
-                connection.request(method, path, body=payload, headers=headers)
-                response = connection.getresponse()
-                raw = response.read()
-            except (FileNotFoundError, ConnectionRefusedError) as exc:
-                raise ClientError(
-                    f"cannot reach the netdns daemon at {self.where}: is `netdns daemon` "
-                    f"running? ({exc.strerror or exc})"
-                ) from None
-            except PermissionError:
-                raise ClientError(
-                    f"cannot reach the netdns daemon at {self.where}: permission denied "
-                    "(the admin socket is root only: run as root)"
-                ) from None
-            except TimeoutError:
-                raise ClientError(
-                    f"the netdns daemon at {self.where} did not answer {method} {path} "
-                    f"within {self.timeout:g} s"
-                ) from None
-            except (OSError, http.client.HTTPException) as exc:
-                raise ClientError(f"talking to the netdns daemon at {self.where}: {exc}") from None
-        finally:
-            connection.close()
+        status, raw = self.raw(method, path, body, query)
         try:
             data = json.loads(raw) if raw else None
         except ValueError:
             data = None
-        if response.status >= 400:
-            if isinstance(data, dict) and isinstance(data.get("message"), str):
-                raise ClientError(data["message"], response.status)
-            text = raw.decode(errors="replace").strip().splitlines()
-            raise ClientError(
-                f"{method} {path}: HTTP {response.status} {text[0] if text else response.reason}",
-                response.status,
-            )
         if data is None and raw:
-            raise ClientError(f"{method} {path}: the daemon's reply is not JSON", response.status)
+            raise ClientError(f"{method} {path}: the daemon's reply is not JSON", status)
         return data
+
+    def raw(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        query: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        """The reply's status and bytes; ClientError for an error reply or no daemon."""
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        payload = None if body is None else json.dumps(body).encode()
+        connection = self._connection(self.timeout)
+        try:
+            with self._talking(method, path):
+                connection.request(method, path, body=payload, headers=self._headers(payload))
+                response = connection.getresponse()
+                raw = response.read()
+        finally:
+            connection.close()
+        if response.status >= 400:
+            raise _error_reply(method, path, response, raw)
+        return response.status, raw
+
+    def lines(self, path: str, query: dict[str, str] | None = None) -> Iterator[bytes]:
+        """A streamed reply's lines as they come, with no time limit between them (for
+        `GET /v1/events`); ends when the daemon ends the reply."""
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        connection = self._connection(None)
+        try:
+            with self._talking("GET", path):
+                connection.request("GET", path, headers=self._headers(None))
+                response = connection.getresponse()
+                if response.status >= 400:
+                    raise _error_reply("GET", path, response, response.read())
+            while True:
+                try:
+                    line = response.readline()
+                except (OSError, http.client.HTTPException) as exc:
+                    raise ClientError(
+                        f"the stream from the netdns daemon at {self.where} broke off: {exc}"
+                    ) from None
+                if not line:
+                    return
+                yield line
+        finally:
+            connection.close()
+
+    @contextlib.contextmanager
+    def _talking(self, method: str, path: str) -> Iterator[None]:
+        """Socket and HTTP failures as ClientErrors that say what to do."""
+        try:
+            yield
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise ClientError(
+                f"cannot reach the netdns daemon at {self.where}: is `netdns daemon` "
+                f"running? ({exc.strerror or exc})"
+            ) from None
+        except PermissionError:
+            raise ClientError(
+                f"cannot reach the netdns daemon at {self.where}: permission denied "
+                "(the admin socket is root only: run as root)"
+            ) from None
+        except TimeoutError:
+            raise ClientError(
+                f"the netdns daemon at {self.where} did not answer {method} {path} "
+                f"within {self.timeout:g} s"
+            ) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise ClientError(f"talking to the netdns daemon at {self.where}: {exc}") from None
 
     def get(self, path: str, query: dict[str, str] | None = None) -> Any:
         return self.request("GET", path, query=query)
@@ -200,3 +257,26 @@ class Client:
 
     def remove_service(self, name: str) -> dict[str, Any]:
         return self.delete(f"/v1/services/{ref(name)}")
+
+    def events(
+        self, *, since: str = "", until: str = "", follow: bool = True
+    ) -> Iterator[dict[str, Any]]:
+        """The event log's lines as objects, as they come (see GET /v1/events)."""
+        query = {"follow": "true" if follow else "false"}
+        if since:
+            query["since"] = since
+        if until:
+            query["until"] = until
+        for line in self.lines("/v1/events", query):
+            if line.strip():
+                yield json.loads(line)
+
+    def querylog(self) -> dict[str, Any]:
+        return self.get("/v1/querylog")
+
+    def set_querylog(self, sample: float) -> dict[str, Any]:
+        return self.request("PUT", "/v1/querylog", body={"sample": sample})
+
+    def metrics(self) -> str:
+        """The Prometheus text of GET /metrics."""
+        return self.raw("GET", "/metrics")[1].decode()

@@ -4,7 +4,10 @@ Builds the DriverCore (state, plumbing), the NameTable and the listeners that fo
 events, the Resolver and Forwarder that answer, and the admin API that drives it all. The
 DriverCore's blocking work runs on one worker thread, one call at a time; each event it emits
 is handed to the event loop and applied there (table first, then listeners) before the
-worker goes on, so an API call returns only once its answers have changed (R18).
+worker goes on, so an API call returns only once its answers have changed (R18). Each applied
+event then goes to the event log (resolver/events.py, `GET /v1/events`) and the time it took
+from the worker to there to the event-lag histogram; `/metrics` reads every counter at scrape
+time (resolver/metrics.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import signal
 import socket
 import stat
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -41,10 +45,12 @@ from drivers.model import Endpoint, Event, Network, Sandbox, Service
 from drivers.namespaces import Namespaces
 from drivers.registry import default_drivers
 from drivers.store import LocalStore
-from resolver import netns
+from resolver import logs, netns
 from resolver.admin import make_app
+from resolver.events import EventLog
 from resolver.forward import AnswerCache, Forwarder, HostResolvConf
 from resolver.listeners import ListenerManager
+from resolver.metrics import Histogram, Metrics, Sources
 from resolver.names import NameTable
 from resolver.resolve import Opener, Resolver
 from resolver.server import run
@@ -58,6 +64,8 @@ DEFAULT_ADMIN = "unix:///run/netdns/netdns.sock"
 # How long a starting daemon waits for its first reading of the cluster store; after that it
 # serves its local state and goes on trying.
 CLUSTER_START_WAIT = 10.0
+# How long a stopping daemon lets admin requests finish (an event stream ends at once).
+ADMIN_SHUTDOWN_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,7 @@ class DaemonConfig:
     lease_ttl: int = DEFAULT_LEASE_TTL
     bridge: str = "netdns0"  # the Linux bridge of the default `bridge` network
     log_level: str = "info"
+    log_format: str = "text"  # or "json" (resolver/logs.py)
     dns: tuple[str, ...] = ()
     local_ttl: int = 5
     no_cache: bool = False
@@ -118,6 +127,14 @@ class Daemon:
             default_bridge_options=((BRIDGE_NAME_OPTION, config.bridge),),
         )  # fmt: skip
         self.core.cluster = self.cluster
+        self.events = EventLog()
+        self.event_lag = Histogram()
+        self.metrics = Metrics(
+            Sources(
+                self.resolver, self.listeners, self.core, self.cluster, self.events,
+                self.event_lag,
+            )
+        )  # fmt: skip
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netdns-core")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -137,7 +154,7 @@ class Daemon:
             await self.cluster.start(wait=CLUSTER_START_WAIT)
         app = make_app(self)
         app.middlewares.append(self._token_middleware())
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=ADMIN_SHUTDOWN_TIMEOUT)
         await self._runner.setup()
         path = self.config.admin_path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -158,13 +175,15 @@ class Daemon:
         )  # fmt: skip
 
     async def stop(self) -> None:
+        self.events.close()  # event streams end first, so the admin server can stop
         if self._runner is not None:
             await self._runner.cleanup()
         if self.cluster is not None:
-            await self.cluster.stop()
+            await self.cluster.stop()  # no more changes from other hosts
+        # Off the loop: a core call still running needs the loop to apply its events.
+        await asyncio.to_thread(self._worker.shutdown, True)
         await self.listeners.close()
         self.forwarder.close()
-        self._worker.shutdown(wait=True)
 
     # -- the DriverCore's events, brought onto the loop -------------------------------------
 
@@ -172,7 +191,16 @@ class Daemon:
         assert self._loop is not None
         if threading.get_ident() == self._loop_thread:
             raise RuntimeError("DriverCore must be called through Daemon._call, not on the loop")
-        asyncio.run_coroutine_threadsafe(self.listeners.apply(event), self._loop).result()
+        emitted = time.perf_counter_ns()
+        asyncio.run_coroutine_threadsafe(self._apply(event, emitted), self._loop).result()
+
+    async def _apply(self, event: Event, emitted: int) -> None:
+        try:
+            await self.listeners.apply(event)
+        finally:
+            # Logged even when the table or a listener failed: the core's state has changed.
+            self.event_lag.observe_ns(time.perf_counter_ns() - emitted)
+            self.events.append(event)
 
     async def _on_cluster_changes(self, changes: list[Change], own: list[Record] | None) -> None:
         await self._call(self.core.apply_cluster, changes, own)
@@ -237,6 +265,17 @@ class Daemon:
             "elapsed_ms": round(decision.elapsed * 1000, 3),
             "networks_holding": list(self.table.networks_holding(name)),
         }
+
+    # -- observing ----------------------------------------------------------------------------
+
+    @property
+    def query_sample(self) -> float:
+        return self.resolver.query_sample
+
+    def set_query_sample(self, sample: float) -> None:
+        old, self.resolver.query_sample = self.resolver.query_sample, sample
+        if old != sample:
+            log.info("query log: sample %g (was %g)", sample, old)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -348,6 +387,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=[f.value for f in logs.LogFormat],
+        help="text lines, or json: one object per line with time, level, logger, message "
+        "and the record's fields (default %(default)s)",
+    )
+    parser.add_argument(
         "--dns",
         action="append",
         default=[],
@@ -387,7 +433,8 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
     return DaemonConfig(
         root=args.root, admin=args.admin, admin_tcp=args.admin_tcp, store=args.store,
         host_name=args.host_name, advertise_addr=advertise, lease_ttl=args.lease_ttl,
-        bridge=args.bridge, log_level=args.log_level, dns=tuple(args.dns),
+        bridge=args.bridge, log_level=args.log_level, log_format=args.log_format,
+        dns=tuple(args.dns),
         local_ttl=args.local_ttl, no_cache=args.no_cache, max_inflight=args.max_inflight,
         resolv_conf=args.resolv_conf,
     )  # fmt: skip
@@ -417,9 +464,7 @@ async def serve(config: DaemonConfig) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(args.log_level, args.log_format)
     # Its debug output is every netlink message in full: pages per container, nothing of ours.
     logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
     if os.geteuid() != 0:

@@ -6,6 +6,10 @@ listener (server.py) owns transport; this module owns the decision.
 
 `fast` is the same decision without parsing: the hot cache (resolver/wire.py) answers from
 encoded replies the slow path left there, and the name table's events drop them (R18).
+
+Both count what they answer into `stats` (resolver/metrics.py: the hot path only times itself,
+the hot cache counts hits per entry) and, when `query_sample` is not 0, log that share of
+queries (resolver/logs.py); off, that costs one attribute check per query.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter_ns
 
 from dnslib import CLASS, DNSRecord
 
 from resolver.answer import bad_edns_version, fit_udp, local_reply, parse_query
 from resolver.forward import Forwarder
+from resolver.logs import log_query
+from resolver.metrics import UNKNOWN_TYPE, QueryPath, QueryStats, rcode_name, type_name
 from resolver.names import Lookup, NameTable, Outcome, Upstreams
 from resolver.wire import DEFAULT_MAX_ENTRIES, HotCache
 
@@ -37,7 +44,7 @@ class Decision:
 
     lookup: Lookup
     reply: bytes
-    path: str  # "local", "cache", "upstream", "servfail", "overload"
+    path: str  # a QueryPath: "local", "cache", "upstream", "servfail", "overload"
     upstream: str = ""
     elapsed: float = 0.0
 
@@ -58,6 +65,9 @@ class Resolver:
         self.local_ttl = local_ttl
         self.rng = rng or random.Random()
         self.sandbox_openers = sandbox_openers
+        self.stats = QueryStats()
+        # Share of queries logged to netdns.query: 0 off, 1 every one (PUT /v1/querylog).
+        self.query_sample = 0.0
         # hot_entries=0: no hot cache, every query takes the slow path.
         self.hot: HotCache | None = None
         if hot_entries > 0:
@@ -67,18 +77,86 @@ class Resolver:
     def fast(self, sandbox_id: str, data: bytes, tcp: bool = False) -> bytes | None:
         """The reply from the hot cache, synchronously, or None: then `handle` answers."""
         hot = self.hot
-        return None if hot is None else hot.answer(sandbox_id, data, tcp)
+        if hot is None:
+            return None
+        started = perf_counter_ns()
+        reply = hot.answer(sandbox_id, data, tcp)
+        if reply is not None:
+            # Histogram.observe_ns inlined: this runs for most queries.
+            elapsed = perf_counter_ns() - started
+            latency = self.stats.hot
+            latency.counts[elapsed.bit_length()] += 1
+            latency.sum_ns += elapsed
+            if self.query_sample:
+                self._sample_hot(sandbox_id, data, reply, elapsed)
+        return reply
 
     async def handle(self, sandbox_id: str, data: bytes, tcp: bool) -> bytes | None:
         """The listener's handler: reply bytes, or None to drop the packet (R16)."""
+        started = perf_counter_ns()
         parsed = parse_query(data)
-        if parsed is None or isinstance(parsed, bytes):
+        if parsed is None:
+            self.stats.dropped += 1
+            return None
+        if isinstance(parsed, bytes):
+            elapsed = perf_counter_ns() - started
+            self.stats.record(UNKNOWN_TYPE, parsed[3] & 0x0F, QueryPath.INVALID, elapsed)
+            if self.query_sample:
+                self._sample(sandbox_id, "", UNKNOWN_TYPE, parsed, QueryPath.INVALID, "", elapsed)
             return parsed
         generation = self.hot.generation if self.hot is not None else 0
         decision = await self.decide(sandbox_id, parsed, data, tcp=tcp)
         if self.hot is not None:
             self._keep_hot(self.hot, sandbox_id, data, decision, generation)
-        return decision.reply if tcp else fit_udp(decision.reply, parsed)
+        reply = decision.reply if tcp else fit_udp(decision.reply, parsed)
+        elapsed = perf_counter_ns() - started
+        qtype = parsed.q.qtype
+        self.stats.record(qtype, reply[3] & 0x0F, decision.path, elapsed)
+        if self.query_sample:
+            name = str(parsed.q.qname)
+            self._sample(sandbox_id, name, qtype, reply, decision.path, decision.upstream, elapsed)
+        return reply
+
+    # -- the sampled query log -------------------------------------------------------------
+
+    def _sample_hot(self, sandbox_id: str, data: bytes, reply: bytes, elapsed: int) -> None:
+        if random.random() >= self.query_sample:
+            return
+        try:
+            question = DNSRecord.parse(data).q
+            name, qtype = str(question.qname), question.qtype
+        except Exception:  # the hot cache took it, so it parses; never fail a reply for a log
+            name, qtype = "", UNKNOWN_TYPE
+        self._log(sandbox_id, name, qtype, reply, QueryPath.HOT, "", elapsed)
+
+    def _sample(
+        self,
+        sandbox_id: str,
+        name: str,
+        qtype: int,
+        reply: bytes,
+        path: str,
+        upstream: str,
+        elapsed: int,
+    ) -> None:
+        if random.random() < self.query_sample:
+            self._log(sandbox_id, name, qtype, reply, path, upstream, elapsed)
+
+    def _log(
+        self,
+        sandbox_id: str,
+        name: str,
+        qtype: int,
+        reply: bytes,
+        path: str,
+        upstream: str,
+        elapsed: int,
+    ) -> None:
+        log_query(
+            container=self.table.view(sandbox_id).sandbox.name if sandbox_id else "",
+            qname=name, qtype=type_name(qtype), rcode=rcode_name(reply[3] & 0x0F),
+            path=str(path), upstream=upstream, elapsed_us=elapsed // 1000,
+        )  # fmt: skip
 
     def _keep_hot(
         self, hot: HotCache, sandbox_id: str, data: bytes, decision: Decision, generation: int

@@ -17,7 +17,9 @@ orders shuffled in advance and give the next one on each query. Forwarded answer
 cache has already served once (R13) are kept too, with their TTLs counted down at precomputed
 offsets, until their TTL runs out or the default upstreams change. Replies over the client's UDP
 limit are declined: the slow path truncates them (R15). The cache holds at most `max_entries`;
-when full, the oldest entry goes first (insertion order, no bookkeeping per hit).
+when full, the oldest entry goes first (insertion order, no bookkeeping per hit). Each entry
+counts the replies it served (one increment, the only one per hit); the metrics read them by
+question type and rcode, and an entry's count outlives it (`hits_by_answer`).
 """
 
 from __future__ import annotations
@@ -215,6 +217,11 @@ class _Entry:
     ttls: tuple[int, ...] = ()
     # The daemon-level upstreams it came from; None when the sandbox or network names its own.
     upstreams: tuple[str, ...] | None = None
+    hits: int = 0  # replies served from it (metrics: by type and rcode, see hits_by_answer)
+
+    @property
+    def rcode(self) -> int:
+        return self.headers[0][1] & 0x0F
 
 
 def _headers(reply: bytes) -> tuple[bytes, bytes]:
@@ -231,7 +238,7 @@ def _lowered(data: bytes, question: Question) -> bytes:
 
 @dataclass(slots=True)
 class HotStats:
-    hits: int = 0
+    # Hits are counted on each entry instead (one increment either way): HotCache.hits.
     misses: int = 0
     declined: int = 0  # an entry was there but the slow path had to answer (size, expiry)
     stored: int = 0
@@ -261,10 +268,25 @@ class HotCache:
         self._by_sandbox: dict[str, set[Key]] = {}
         self._defaults: tuple[str, ...] = ()
         self._defaults_checked_at = float("-inf")
+        # Hits of entries gone, by (qtype, rcode): kept so the counts only grow.
+        self._gone_hits: dict[tuple[int, int], int] = {}
 
     @property
     def size(self) -> int:
         return len(self._entries)
+
+    def hits_by_answer(self) -> dict[tuple[int, int], int]:
+        """Replies served so far by (qtype, rcode): the live entries' hits and the gone ones'."""
+        counts = dict(self._gone_hits)
+        for key, entry in self._entries.items():
+            if entry.hits:
+                answer = (key[2], entry.rcode)
+                counts[answer] = counts.get(answer, 0) + entry.hits
+        return counts
+
+    @property
+    def hits(self) -> int:
+        return sum(self.hits_by_answer().values())
 
     # -- the hot path --------------------------------------------------------------------------
 
@@ -291,7 +313,7 @@ class HotCache:
         if entry.size > limit and not tcp:
             self.stats.declined += 1
             return None
-        self.stats.hits += 1
+        entry.hits += 1
         return data[:2] + entry.headers[rd] + question_bytes + tail
 
     def _aged_tail(self, entry: _Entry, key: Key) -> bytes | None:
@@ -437,6 +459,8 @@ class HotCache:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
+        if entry.hits:
+            self._forget_hits(key, entry)
         for name in entry.dependencies:
             keys = self._by_name.get(name)
             if keys is not None:
@@ -467,7 +491,14 @@ class HotCache:
             self._drop(key)
         self.stats.invalidated += len(doomed)
 
+    def _forget_hits(self, key: Key, entry: _Entry) -> None:
+        answer = (key[2], entry.rcode)
+        self._gone_hits[answer] = self._gone_hits.get(answer, 0) + entry.hits
+
     def clear(self) -> None:
+        for key, entry in self._entries.items():
+            if entry.hits:
+                self._forget_hits(key, entry)
         self._entries.clear()
         self._by_name.clear()
         self._by_sandbox.clear()

@@ -5,7 +5,8 @@ Everything sits under one prefix, so one watch sees every change:
     hosts/<host>                      {"vtep": ADDR}                 under the host's lease
     networks/<network id>             Network                        persistent
     claims/network-name/<name>        network id                     persistent (name unique)
-    claims/subnet/<cidr>              network id                     persistent (no overlap)
+    claims/subnet/<cidr>              network id                     persistent (read for overlap)
+    claims/networks-epoch             ""                             bumped by each network create
     claims/vni/<vni>                  network id                     persistent
     services/<service id>             Service                        persistent
     claims/service-name/<name>        service id                     persistent
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address, ip_address, ip_network
 from typing import Any
 
 from drivers.model import Endpoint, IPAddress, IPNetwork, Network, Service
@@ -36,6 +37,10 @@ SERVICES = PREFIX + "services/"
 ENDPOINTS = PREFIX + "endpoints/"
 IPAM = PREFIX + "ipam/"
 CLAIMS = PREFIX + "claims/"
+SUBNETS = CLAIMS + "subnet/"
+# Bumped by every network creation: creations serialise on it (subnet overlap is checked by
+# reading, not by a key comparison).
+NETWORKS_EPOCH = CLAIMS + "networks-epoch"
 
 
 def host_key(host: str) -> str:
@@ -67,7 +72,12 @@ def service_name_key(name: str) -> str:
 
 
 def subnet_key(subnet: IPNetwork) -> str:
-    return f"{CLAIMS}subnet/{subnet.network_address}_{subnet.prefixlen}"
+    return f"{SUBNETS}{subnet.network_address}_{subnet.prefixlen}"
+
+
+def subnet_of_key(key: str) -> IPNetwork:
+    address, _, prefix = key[len(SUBNETS) :].rpartition("_")
+    return ip_network(f"{address}/{prefix}")
 
 
 def vni_key(vni: int) -> str:

@@ -33,6 +33,7 @@ from drivers.cluster.etcd import Compacted, Compare, Delete, EtcdClient, EtcdUna
 from drivers.cluster.keys import Record
 from drivers.cluster.view import Change, ClusterView
 from drivers.errors import Conflict, Unavailable
+from drivers.ipam import overlapping
 from drivers.model import Endpoint, IPAddress, Network, Service
 from drivers.overlay import OPT_VNI
 
@@ -69,6 +70,7 @@ class ClusterStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._synced = asyncio.Event()
+        self._lease_lock = asyncio.Lock()
         self.connected = False
         self.resyncs = 0
 
@@ -124,7 +126,8 @@ class ClusterStore:
                     log.warning("cluster store lost: %s; answering from the last state", exc)
                 self.connected = False
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX)
+                # Back within a third of the lease, so a short etcd outage costs no lease.
+                delay = min(delay * 2, _RETRY_MAX, self.lease_ttl / 3)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -148,24 +151,28 @@ class ClusterStore:
         self._synced.set()
 
     async def _ensure_lease(self) -> None:
-        """A live lease carrying this host's record and every endpoint it publishes."""
-        if self._lease and await self.client.keepalive(self._lease) > 0:
-            return
-        self._lease = await self.client.grant(self.lease_ttl)
-        await self.client.put(
-            keys.host_key(self.host), keys.encode_host(self.vtep), lease=self._lease
-        )
-        for endpoint in list(self._mine()):
-            await self._put_endpoint(endpoint)
+        """A live lease carrying this host's record and every endpoint it publishes. One at a
+        time: the keepalive loop and a resync may both find the lease gone."""
+        async with self._lease_lock:
+            if self._lease and await self.client.keepalive(self._lease) > 0:
+                return
+            if self._lease:
+                log.warning("cluster lease %x ran out: registering again", self._lease)
+            self._lease = await self.client.grant(self.lease_ttl)
+            await self.client.put(
+                keys.host_key(self.host), keys.encode_host(self.vtep), lease=self._lease
+            )
+            for endpoint in list(self._mine()):
+                await self._put_endpoint(endpoint)
 
     async def _keep_lease(self) -> None:
         while True:
             await asyncio.sleep(max(self.lease_ttl / 3, 0.2))
-            if not self.connected:
-                continue  # the watch loop's resync takes the lease back
+            if not self._lease:
+                continue
             try:
-                if await self.client.keepalive(self._lease) <= 0:
-                    log.warning("cluster lease %x ran out: registering again", self._lease)
+                # Also while the watch is down: etcd may be back before the watch notices.
+                if await self.client.keepalive(self._lease) <= 0 and self.connected:
                     await self._ensure_lease()
             except EtcdUnavailable as exc:
                 log.debug("lease keepalive failed: %s", exc)
@@ -203,25 +210,44 @@ class ClusterStore:
         return self._run(self._create_network(network))
 
     async def _create_network(self, network: Network) -> Network:
+        """Overlap is not a key comparison: the subnets held are read and checked, and the
+        transaction also bumps one serialising key, so two hosts creating overlapping
+        networks at once cannot both pass the check."""
         taken = {n.option(OPT_VNI) for n in self.view.records(Network)}  # type: ignore[attr-defined]
         vni = next(v for v in range(FIRST_VNI, MAX_VNI) if str(v) not in taken)
         for _ in range(8):
+            epoch = await self.client.get(keys.NETWORKS_EPOCH)
+            held, _ = await self.client.get_prefix(keys.SUBNETS)
+            for kv in held:
+                subnet = keys.subnet_of_key(kv.key)
+                clash = overlapping(subnet, [c.subnet for c in network.ipam])
+                if clash is not None:
+                    raise Conflict(
+                        f"subnet {clash} overlaps {subnet} of cluster network "
+                        f"{kv.value.decode()[:12]}: pick another --subnet"
+                    )
             candidate = _with_option(network, OPT_VNI, str(vni))
             claims = [keys.network_name_key(network.name), keys.vni_key(vni)]
             claims += [keys.subnet_key(c.subnet) for c in network.ipam]
             result = await self.client.txn(
-                [Compare(key, "CREATE", "EQUAL", 0) for key in claims],
+                [
+                    *(Compare(key, "CREATE", "EQUAL", 0) for key in claims),
+                    Compare(
+                        keys.NETWORKS_EPOCH, "MOD", "EQUAL", epoch.mod_revision if epoch else 0
+                    ),
+                ],
                 [
                     *(Put(key, network.id.encode()) for key in claims),
                     Put(keys.network_key(network.id), keys.encode_network(candidate)),
+                    Put(keys.NETWORKS_EPOCH, b""),
                 ],
             )
             if result.succeeded:
                 return candidate
-            if await self.client.get(keys.vni_key(vni)) is None:
-                break  # not the VNI: the name or a subnet
-            vni += 1
-        await self._explain_claims(network)
+            await self._explain_claims(network)
+            if await self.client.get(keys.vni_key(vni)) is not None:
+                vni += 1
+            # else another network was made meanwhile: read again
         raise Conflict(f"network {network.name!r} clashes with a cluster network: try again")
 
     async def _explain_claims(self, network: Network) -> None:

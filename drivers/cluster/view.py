@@ -110,6 +110,9 @@ class ClusterView:
                 continue
             record = self._decode(event.key, event.value)
             if record is None:
+                if known is not None:  # now unreadable: what it said no longer holds
+                    del self._records[event.key]
+                    changes.append(Change(event.key, known[1], None))
                 continue
             self._records[event.key] = (event.mod_revision, record)
             changes.append(Change(event.key, known[1] if known else None, record))

@@ -8,6 +8,7 @@ flight; beyond that a query gets SERVFAIL at once (R14) and a rate-limited log l
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import math
@@ -71,6 +72,8 @@ class Forwarder:
         self.inflight = 0
         self.failovers = 0  # tries that failed and moved on to another upstream
         self.overloaded = 0  # queries refused by the in-flight cap
+        self.upstream_failures: collections.Counter[str] = collections.Counter()  # by server
+        self.upstream_answers: collections.Counter[str] = collections.Counter()
         self._overload_logged_at = -math.inf
         self._overload_unlogged = 0
 
@@ -156,6 +159,7 @@ class Forwarder:
                 tries.append(f"{server} {rcode_name}")
                 if not moves_on(reply):
                     self.health.succeeded(health_key)
+                    self.upstream_answers[str(server)] += 1
                     return ForwardResult(
                         query[:2] + reply[2:],
                         "upstream",
@@ -164,12 +168,23 @@ class Forwarder:
                         tuple(tries),
                     )
             self.health.failed(health_key)
+            self.upstream_failures[str(server)] += 1
             if index + 1 < len(ordered):
                 self.failovers += 1
         log.debug("all upstreams failed for %s: %s", request.q.qname, "; ".join(tries))
         return ForwardResult(
             servfail(request), "servfail", elapsed=time.monotonic() - started, tries=tuple(tries)
         )
+
+    def upstream_health(self) -> dict[str, bool]:
+        """Whether each upstream known here is up: the default ones and every one asked.
+
+        Down means it failed `Health.max_failures` times in a row; an address named for
+        several sandboxes (each reached from its own namespace) is down when one of them is."""
+        down = {str(key[1]) for key in self.health.down() if isinstance(key, tuple)}
+        known = {str(s) for s in self.servers_for(Upstreams())}
+        known.update(self.upstream_answers, self.upstream_failures)
+        return {server: server not in down for server in known}
 
     def close(self) -> None:
         """Close the pooled upstream sockets; forwards still waiting on them fail."""

@@ -91,6 +91,10 @@ class Health:
             and self.clock() < failing.until
         )
 
+    def down(self) -> set[Hashable]:
+        """The upstreams that failed `max_failures` times in a row (held last, or probed)."""
+        return {k for k, failing in self._failing.items() if failing.count >= self.max_failures}
+
     def failed(self, upstream: Hashable) -> None:
         failing = self._failing.setdefault(upstream, _Failing(0))
         failing.count += 1

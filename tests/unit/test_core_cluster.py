@@ -31,12 +31,14 @@ class RecordingOverlay(RecordingDriver):
     def __init__(self) -> None:
         super().__init__(Driver.OVERLAY)
         self.programmed: set[tuple[str, IPv4Address, str, IPv4Address]] = set()
+        self.batches = 0
 
-    def add_peer(self, network: Network, address: IPv4Address, mac: str, vtep: IPv4Address):
-        self.programmed.add((network.id, address, mac, vtep))
-
-    def remove_peer(self, network: Network, address: IPv4Address, mac: str, vtep: IPv4Address):
-        self.programmed.discard((network.id, address, mac, vtep))
+    def update_peers(self, network: Network, *, add=(), remove=()) -> None:
+        self.batches += 1
+        for address, mac, vtep in remove:
+            self.programmed.discard((network.id, address, mac, vtep))
+        for address, mac, vtep in add:
+            self.programmed.add((network.id, address, mac, vtep))
 
     def peers(self, network: Network) -> set[tuple[IPv4Address, str, IPv4Address]]:
         return {(a, m, v) for n, a, m, v in self.programmed if n == network.id}
@@ -295,3 +297,18 @@ def test_connect_to_an_overlay_network_publishes_the_endpoint(hosts):
     h1.core.disconnect("ov", "a1")
     sync_all(hosts)
     assert h2.a("b1", "a1") == ()
+
+
+def test_a_full_reading_drops_kernel_peers_no_remote_endpoint_accounts_for(hosts):
+    h1, h2, _ = hosts
+    network = overlay(h1)
+    sync_all(hosts)
+    h2.core.create_sandbox(SandboxSpec("b1", network="ov"))
+    # Left in the kernel from before a restart: an endpoint the cluster no longer has.
+    stale = (network.id, IPv4Address("10.20.0.99"), "02:42:0a:14:00:63", IPv4Address("192.0.2.9"))
+    h1.overlay.programmed.add(stale)
+    batches = h1.overlay.batches
+    h1.sync()
+    assert stale not in h1.overlay.programmed
+    assert any(p[1] != stale[1] for p in h1.overlay.programmed)  # b1 is programmed
+    assert h1.overlay.batches == batches + 1  # one batch for the network, not one per peer

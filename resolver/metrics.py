@@ -1,0 +1,338 @@
+"""Metrics: plain counters kept where the work happens, turned into Prometheus text at scrape.
+
+The query path keeps only ints: `QueryStats` (the Resolver's: a latency `Histogram` per path
+and a count per type, rcode and path for the slow path), the hot cache's hits per entry
+(resolver/wire.py), the forwarder's and caches' counters. A hot-path query costs two
+perf_counter_ns calls and one bucket increment here; nothing is locked, labelled or formatted
+until `NetdnsCollector.collect()` runs at scrape time and reads them all (on the loop's
+thread, like every writer, so no counter is read half-updated).
+
+Histograms count in power-of-two nanosecond buckets: a duration of `ns` goes to bucket
+`ns.bit_length()` (2^(k-1) <= ns < 2^k), one int operation and no search. They are exported
+as cumulative buckets at every other power of two (le 1.024 us, 4.096 us, ... 4.29 s); a
+duration of exactly 2^k ns counts one bucket up, a 1 ns error.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dnslib import QTYPE, RCODE
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from drivers.cluster.store import ClusterStore
+    from drivers.core import DriverCore
+    from resolver.events import EventLog
+    from resolver.listeners import ListenerManager
+    from resolver.resolve import Resolver
+
+BUCKETS = 65  # bit_length of a non-negative 64-bit int: 0..64
+# The exported upper bounds: 2^k ns for every other k from 2^10 (about 1 us) to 2^32 (4.3 s).
+EXPORTED_POWERS = tuple(range(10, 33, 2))
+UNKNOWN_TYPE = -1  # a query whose type could not be read (FORMERR, NOTIMP)
+
+
+class QueryPath(enum.StrEnum):
+    """How a query was answered: the `path` label (and Decision.path's values)."""
+
+    HOT = "hot"  # the hot cache (resolver/wire.py), local or forwarded, without parsing
+    LOCAL = "local"  # the name table (R2-R8, R12)
+    CACHE = "cache"  # the forwarded-answer cache (R13)
+    UPSTREAM = "upstream"  # forwarded and answered (R11)
+    SERVFAIL = "servfail"  # forwarded, no upstream answered: our SERVFAIL
+    OVERLOAD = "overload"  # refused by the in-flight cap (R14): our SERVFAIL at once
+    INVALID = "invalid"  # malformed or unsupported: FORMERR or NOTIMP (R16)
+
+
+class Histogram:
+    """Durations in power-of-two nanosecond buckets (see the module docstring)."""
+
+    __slots__ = ("counts", "sum_ns")
+
+    def __init__(self) -> None:
+        self.counts = [0] * BUCKETS
+        self.sum_ns = 0
+
+    def observe_ns(self, ns: int) -> None:
+        # The hot path inlines these two lines instead of calling this.
+        self.counts[ns.bit_length()] += 1
+        self.sum_ns += ns
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """Prometheus buckets: (upper bound in seconds, observations at or below), +Inf last."""
+        buckets: list[tuple[str, float]] = []
+        below = 0
+        taken = 0
+        for power in EXPORTED_POWERS:
+            below += sum(self.counts[taken : power + 1])
+            taken = power + 1
+            buckets.append((repr((1 << power) / 1e9), float(below)))
+        buckets.append(("+Inf", float(self.count)))
+        return buckets
+
+
+class QueryStats:
+    """What the Resolver counts per query (slow path: per type, rcode and path)."""
+
+    __slots__ = ("counts", "dropped", "hot", "latency")
+
+    def __init__(self) -> None:
+        self.hot = Histogram()  # the hot cache's answers (their type and rcode: per entry)
+        self.latency: dict[str, Histogram] = collections.defaultdict(Histogram)
+        self.counts: collections.Counter[tuple[int, int, str]] = collections.Counter()
+        self.dropped = 0  # given no reply at all (a response, too short: R16)
+
+    def record(self, qtype: int, rcode: int, path: str, ns: int) -> None:
+        self.counts[(qtype, rcode, path)] += 1
+        self.latency[path].observe_ns(ns)
+
+
+def type_name(qtype: int) -> str:
+    return "unknown" if qtype == UNKNOWN_TYPE else str(QTYPE.get(qtype, qtype))
+
+
+def rcode_name(rcode: int) -> str:
+    return str(RCODE.get(rcode, rcode))
+
+
+# -- the collector ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Sources:
+    """What the collector reads; the daemon gives all of them, a test what it has."""
+
+    resolver: Resolver
+    listeners: ListenerManager | None = None
+    core: DriverCore | None = None
+    cluster: ClusterStore | None = None
+    events: EventLog | None = None
+    event_lag: Histogram | None = None
+
+
+def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, labels=list(labels))
+
+
+def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=list(labels))
+
+
+class NetdnsCollector(Collector):
+    """Every netdns_* metric, read from `Sources` at scrape time."""
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._queries()
+        yield from self._forwarding()
+        yield from self._caches()
+        yield from self._state()
+
+    def _queries(self) -> Iterator[Metric]:
+        resolver = self.sources.resolver
+        stats = resolver.stats
+        queries = _counter(
+            "netdns_queries",
+            "DNS queries answered, by question type, response code and path (hot: the hot "
+            "cache; local: the name table; cache: the forwarded-answer cache; upstream: "
+            "forwarded; servfail: no upstream answered; overload: the in-flight cap; invalid: "
+            "FORMERR/NOTIMP for bad input)",
+            ("type", "rcode", "path"),
+        )
+        totals: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        for (qtype, rcode, path), count in stats.counts.items():
+            totals[(type_name(qtype), rcode_name(rcode), path)] += count
+        if resolver.hot is not None:
+            for (qtype, rcode), count in resolver.hot.hits_by_answer().items():
+                totals[(type_name(qtype), rcode_name(rcode), QueryPath.HOT.value)] += count
+        for labels, count in sorted(totals.items()):
+            queries.add_metric(list(labels), count)
+        yield queries
+
+        dropped = _counter(
+            "netdns_queries_dropped",
+            "Messages given no reply: responses, messages shorter than a DNS header (R16)",
+        )
+        dropped.add_metric([], stats.dropped)
+        yield dropped
+
+        latency = HistogramMetricFamily(
+            "netdns_query_duration_seconds",
+            "Time from a query's bytes to its reply's bytes inside the resolver, by path",
+            labels=["path"],
+        )
+        histograms = {QueryPath.HOT.value: stats.hot, **stats.latency}
+        for path, histogram in sorted(histograms.items()):
+            latency.add_metric([path], histogram.cumulative(), histogram.sum_ns / 1e9)
+        yield latency
+
+        sample = _gauge(
+            "netdns_querylog_sample",
+            "Share of queries logged by the netdns.query logger (0: off, 1: every query)",
+        )
+        sample.add_metric([], resolver.query_sample)
+        yield sample
+
+    def _forwarding(self) -> Iterator[Metric]:
+        forwarder = self.sources.resolver.forwarder
+        up = _gauge(
+            "netdns_upstream_up",
+            "1 when the upstream answers, 0 when it failed max_failures times in a row and is "
+            "tried last (R11)",
+            ("upstream",),
+        )
+        for server, healthy in sorted(forwarder.upstream_health().items()):
+            up.add_metric([server], 1.0 if healthy else 0.0)
+        yield up
+        failures = _counter(
+            "netdns_upstream_failures",
+            "Tries of an upstream that failed: timeout, error, SERVFAIL or REFUSED",
+            ("upstream",),
+        )
+        for server, count in sorted(forwarder.upstream_failures.items()):
+            failures.add_metric([server], count)
+        yield failures
+        answers = _counter(
+            "netdns_upstream_answers", "Replies from an upstream passed on", ("upstream",)
+        )
+        for server, count in sorted(forwarder.upstream_answers.items()):
+            answers.add_metric([server], count)
+        yield answers
+        failovers = _counter(
+            "netdns_upstream_failovers", "Failed tries that moved on to the next upstream"
+        )
+        failovers.add_metric([], forwarder.failovers)
+        yield failovers
+        inflight = _gauge("netdns_forward_inflight", "Forwarded queries waiting for an upstream")
+        inflight.add_metric([], forwarder.inflight)
+        yield inflight
+        limit = _gauge("netdns_forward_max_inflight", "The in-flight cap (--max-inflight, R14)")
+        limit.add_metric([], forwarder.max_inflight)
+        yield limit
+        overloaded = _counter(
+            "netdns_forward_overloaded", "Queries answered SERVFAIL at once by the in-flight cap"
+        )
+        overloaded.add_metric([], forwarder.overloaded)
+        yield overloaded
+
+    def _caches(self) -> Iterator[Metric]:
+        resolver = self.sources.resolver
+        caches: list[tuple[str, int, int, int]] = []  # (cache, entries, hits, misses)
+        if resolver.forwarder.cache is not None:
+            cache = resolver.forwarder.cache
+            caches.append(("answer", cache.size, cache.hits, cache.misses))
+        if resolver.hot is not None:
+            hot = resolver.hot
+            caches.append(("hot", hot.size, hot.hits, hot.stats.misses))
+        entries = _gauge(
+            "netdns_cache_entries",
+            "Entries held (answer: forwarded answers, R13; hot: encoded replies)",
+            ("cache",),
+        )
+        hits = _counter("netdns_cache_hits", "Lookups answered from the cache", ("cache",))
+        misses = _counter("netdns_cache_misses", "Lookups the cache could not answer", ("cache",))
+        ratio = _gauge(
+            "netdns_cache_hit_ratio", "hits / (hits + misses) since the daemon started", ("cache",)
+        )
+        for name, size, hit, miss in caches:
+            entries.add_metric([name], size)
+            hits.add_metric([name], hit)
+            misses.add_metric([name], miss)
+            ratio.add_metric([name], hit / (hit + miss) if hit + miss else 0.0)
+        yield from (entries, hits, misses, ratio)
+
+    def _state(self) -> Iterator[Metric]:
+        sources = self.sources
+        if sources.listeners is not None:
+            running = _gauge(
+                "netdns_listeners_running", "Containers served by an embedded DNS listener"
+            )
+            running.add_metric([], len(sources.listeners.running))
+            yield running
+            failed = _counter(
+                "netdns_listener_failures",
+                "Listeners that could not follow an event (start, stop, resolv.conf)",
+            )
+            failed.add_metric([], sources.listeners.failures)
+            yield failed
+        if sources.core is not None:
+            yield self._endpoints(sources.core)
+        if sources.events is not None:
+            events = _counter("netdns_events", "State changes applied, by type", ("type",))
+            for kind, count in sorted(sources.events.counts.items()):
+                events.add_metric([kind], count)
+            yield events
+            last = _gauge("netdns_events_last_seq", "The newest event's sequence number")
+            last.add_metric([], sources.events.last_seq)
+            yield last
+        if sources.event_lag is not None:
+            lag = HistogramMetricFamily(
+                "netdns_event_lag_seconds",
+                "Time from the driver core emitting an event to the loop having applied it "
+                "(name table and listeners)",
+            )
+            lag.add_metric([], sources.event_lag.cumulative(), sources.event_lag.sum_ns / 1e9)
+            yield lag
+        if sources.cluster is not None:
+            connected = _gauge(
+                "netdns_cluster_connected", "1 while the cluster store (etcd) is followed"
+            )
+            connected.add_metric([], 1.0 if sources.cluster.connected else 0.0)
+            yield connected
+            resyncs = _counter(
+                "netdns_cluster_resyncs", "Full readings of the cluster store (start, reconnect)"
+            )
+            resyncs.add_metric([], sources.cluster.resyncs)
+            yield resyncs
+
+    @staticmethod
+    def _endpoints(core: DriverCore) -> Metric:
+        endpoints = _gauge(
+            "netdns_endpoints",
+            "Endpoints per network; host is the cluster host running them, empty for this host",
+            ("network", "host"),
+        )
+        names = {network.id: network.name for network in core.networks()}
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        for name in names.values():
+            counts[(name, "")] += 0  # every network shows, empty ones as 0
+        for endpoint in core.endpoints():
+            counts[(names.get(endpoint.network_id, endpoint.network_id[:12]), endpoint.host)] += 1
+        for labels, count in sorted(counts.items()):
+            endpoints.add_metric(list(labels), count)
+        return endpoints
+
+
+class Metrics:
+    """A registry of its own holding the collector; `render()` is the /metrics body."""
+
+    CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+    def __init__(self, sources: Sources) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = NetdnsCollector(sources)
+        self.registry.register(self.collector)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+__all__ = ["Histogram", "Metrics", "NetdnsCollector", "QueryPath", "QueryStats", "Sources"]
