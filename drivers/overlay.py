@@ -242,10 +242,13 @@ class OverlayDriver:
                     self._require_vxlan(host, network)  # raises NotFound naming the device
                 return
             neighbours = links.permanent_neighbours(host, vxlan)
-            remotes = links.fdb_remotes(host, vxlan)
+            # By MAC: a batch looks up one MAC at a time, not the whole table per peer.
+            remotes: dict[str, set[IPv4Address]] = {}
+            for remote_mac, dst in links.fdb_remotes(host, vxlan):
+                remotes.setdefault(remote_mac, set()).add(dst)
             users = Counter(neighbours.values())
             for address, mac, vtep in removes:
-                behind = {dst for m, dst in remotes if m == mac}
+                behind = remotes.get(mac, set())
                 if behind and vtep not in behind:
                     log.debug("network %s: peer %s %s is behind %s now", network.name, mac,
                               address, behind)  # fmt: skip
@@ -255,20 +258,21 @@ class OverlayDriver:
                     del neighbours[address]
                     users[mac] -= 1
                 links.fdb_delete(host, vxlan, mac, vtep)
-                remotes.discard((mac, vtep))
+                behind.discard(vtep)
             for address, mac, vtep in adds:
                 old = neighbours.get(address)
                 links.fdb_replace(host, vxlan, mac, vtep)
-                remotes = {(m, d) for m, d in remotes if m != mac} | {(mac, vtep)}
+                remotes[mac] = {vtep}
                 links.neigh_replace(host, vxlan, address, mac)
                 neighbours[address] = mac
+                if old == mac:
+                    continue
                 users[mac] += 1
-                if old is not None and old != mac:
+                if old is not None:
                     users[old] -= 1
                     if users[old] <= 0:
-                        for remote_mac, old_vtep in [r for r in remotes if r[0] == old]:
-                            links.fdb_delete(host, vxlan, remote_mac, old_vtep)
-                            remotes.discard((remote_mac, old_vtep))
+                        for old_vtep in remotes.pop(old, set()):
+                            links.fdb_delete(host, vxlan, old, old_vtep)
         log.debug("network %s: %d peers added, %d removed", network.name, len(adds), len(removes))
 
     @staticmethod
