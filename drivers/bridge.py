@@ -94,38 +94,57 @@ class BridgeDriver:
                 log.info("network %s: bridge %s removed", network.name, name)
 
     def join(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> Endpoint:
-        if not sandbox.netns:
-            raise Invalid(f"sandbox {sandbox.name!r} has no network namespace to join to")
         interface = links.sandbox_interface(network, endpoint)
-        host_end, sandbox_end = veth_names(endpoint)
-        with links.netlink() as host:
-            bridge = links.index_of(host, bridge_name(network))
-            if bridge is None:
-                raise NotFound(
-                    f"bridge {bridge_name(network)!r} of network {network.name!r} does not exist; "
-                    "the network must be created (or re-created) first"
-                )
-            # Names come from the endpoint id: a link by that name is a leftover of this endpoint.
-            links.delete_link(host, host_end)
-            links.delete_link(host, sandbox_end)
-            index = links.create_veth(host, host_end, sandbox_end, mtu_of(network))
-            try:
-                links.enslave(host, index, bridge)
-                links.set_up(host, index)
-                peer = links.require_index(host, sandbox_end)
-                mac = links.plumb_into_sandbox(host, peer, sandbox.netns, interface)
-            except BaseException:
-                # Deleting either end of a veth deletes both, wherever the peer now is.
-                links.delete_link(host, host_end)
-                raise
+        mac = join_bridge(
+            bridge_name(network), network, endpoint, sandbox, interface, mtu_of(network)
+        )
         log.info(
             "endpoint %s joined %s on bridge network %s", endpoint.id, sandbox.name, network.name
         )
         return dataclasses.replace(endpoint, mac=mac)
 
     def leave(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> None:
-        links.unplumb_from_sandbox(sandbox.netns, endpoint.id)
-        host_end, sandbox_end = veth_names(endpoint)
-        with links.netlink() as host:
+        leave_bridge(endpoint, sandbox)
+
+
+def join_bridge(
+    bridge: str,
+    network: Network,
+    endpoint: Endpoint,
+    sandbox: Sandbox,
+    interface: links.SandboxInterface,
+    mtu: int | None,
+) -> str:
+    """A veth pair from the Linux bridge `bridge` into the sandbox, configured as `interface`
+    (the bridge and overlay drivers' join); returns the sandbox end's MAC."""
+    if not sandbox.netns:
+        raise Invalid(f"sandbox {sandbox.name!r} has no network namespace to join to")
+    host_end, sandbox_end = veth_names(endpoint)
+    with links.netlink() as host:
+        index_of_bridge = links.index_of(host, bridge)
+        if index_of_bridge is None:
+            raise NotFound(
+                f"bridge {bridge!r} of {network.driver} network {network.name!r} does not "
+                "exist; the network must be created (or re-created) on this host first"
+            )
+        # Names come from the endpoint id: a link by that name is a leftover of this endpoint.
+        links.delete_link(host, host_end)
+        links.delete_link(host, sandbox_end)
+        index = links.create_veth(host, host_end, sandbox_end, mtu)
+        try:
+            links.enslave(host, index, index_of_bridge)
+            links.set_up(host, index)
+            peer = links.require_index(host, sandbox_end)
+            return links.plumb_into_sandbox(host, peer, sandbox.netns, interface)
+        except BaseException:
+            # Deleting either end of a veth deletes both, wherever the peer now is.
             links.delete_link(host, host_end)
-            links.delete_link(host, sandbox_end)
+            raise
+
+
+def leave_bridge(endpoint: Endpoint, sandbox: Sandbox) -> None:
+    links.unplumb_from_sandbox(sandbox.netns, endpoint.id)
+    host_end, sandbox_end = veth_names(endpoint)
+    with links.netlink() as host:
+        links.delete_link(host, host_end)
+        links.delete_link(host, sandbox_end)

@@ -33,7 +33,7 @@ from typing import ClassVar
 from pyroute2 import IPRoute
 
 from drivers import links
-from drivers.bridge import veth_names
+from drivers.bridge import join_bridge, leave_bridge
 from drivers.errors import Conflict, Invalid, NotFound, Unsupported
 from drivers.model import Driver, Endpoint, Network, Sandbox
 
@@ -167,44 +167,20 @@ class OverlayDriver:
         log.info("network %s: overlay devices removed", network.name)
 
     def join(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> Endpoint:
-        if not sandbox.netns:
-            raise Invalid(f"sandbox {sandbox.name!r} has no network namespace to join to")
         # No default route: the bridge has no address to route through (see create_network).
         interface = dataclasses.replace(
             links.sandbox_interface(network, endpoint), default_routes=()
         )
-        host_end, sandbox_end = veth_names(endpoint)
-        with links.netlink() as host:
-            bridge = links.index_of(host, bridge_name(network))
-            if bridge is None:
-                raise NotFound(
-                    f"bridge {bridge_name(network)!r} of overlay network {network.name!r} does "
-                    "not exist; the network must be created (or re-created) on this host first"
-                )
-            # Names come from the endpoint id: a link by that name is a leftover of this endpoint.
-            links.delete_link(host, host_end)
-            links.delete_link(host, sandbox_end)
-            index = links.create_veth(host, host_end, sandbox_end, mtu_of(network))
-            try:
-                links.enslave(host, index, bridge)
-                links.set_up(host, index)
-                peer = links.require_index(host, sandbox_end)
-                mac = links.plumb_into_sandbox(host, peer, sandbox.netns, interface)
-            except BaseException:
-                # Deleting either end of a veth deletes both, wherever the peer now is.
-                links.delete_link(host, host_end)
-                raise
+        mac = join_bridge(
+            bridge_name(network), network, endpoint, sandbox, interface, mtu_of(network)
+        )
         log.info(
             "endpoint %s joined %s on overlay network %s", endpoint.id, sandbox.name, network.name
         )
         return dataclasses.replace(endpoint, mac=mac)
 
     def leave(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> None:
-        links.unplumb_from_sandbox(sandbox.netns, endpoint.id)
-        host_end, sandbox_end = veth_names(endpoint)
-        with links.netlink() as host:
-            links.delete_link(host, host_end)
-            links.delete_link(host, sandbox_end)
+        leave_bridge(endpoint, sandbox)
 
     # --- remote endpoints (called by the cluster layer) ---------------------------------------
 
