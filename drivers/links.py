@@ -547,6 +547,21 @@ def neigh_delete(ipr: IPRoute, index: int, address: IPv4Address) -> None:
             raise
 
 
+def neighbour_mac(ipr: IPRoute, index: int, address: IPv4Address) -> str | None:
+    """The MAC of the permanent neighbour ADDRESS of device INDEX, without a dump."""
+    try:
+        entries = ipr.neigh("get", dst=str(address), ifindex=index)
+    except NetlinkError as error:
+        if error.code != _ENOENT:
+            raise
+        return None
+    for entry in entries:
+        mac = entry.get("lladdr")
+        if entry["state"] & _NUD_PERMANENT and mac:
+            return mac.lower()
+    return None
+
+
 def permanent_neighbours(ipr: IPRoute, index: int) -> dict[IPv4Address, str]:
     """ADDRESS -> MAC of each permanent IPv4 neighbour entry of device INDEX."""
     found: dict[IPv4Address, str] = {}

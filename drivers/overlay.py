@@ -217,6 +217,15 @@ class OverlayDriver:
                 if adds:
                     self._require_vxlan(host, network)  # raises NotFound naming the device
                 return
+            if not removes and all(
+                links.neighbour_mac(host, vxlan, address) in (None, mac) for address, mac, _ in adds
+            ):
+                # The common batch (new endpoints elsewhere): writes only, no table dump,
+                # so its cost does not grow with the peers already programmed.
+                for address, mac, vtep in adds:
+                    links.fdb_replace(host, vxlan, mac, vtep)
+                    links.neigh_replace(host, vxlan, address, mac)
+                return
             neighbours = links.permanent_neighbours(host, vxlan)
             # By MAC: a batch looks up one MAC at a time, not the whole table per peer.
             remotes: dict[str, set[IPv4Address]] = {}
