@@ -1176,7 +1176,7 @@ class DriverCore:
                 record = change.new if change.new is not None else change.old
                 match record:
                     case Network():
-                        dirty |= self._follow_network(state, change, events, removed)
+                        dirty |= self._follow_network(state, change, events)
                     case Service():
                         dirty |= self._follow_service(state, change, events, removed)
                     case AddressClaim():
@@ -1185,7 +1185,7 @@ class DriverCore:
                         self._follow_endpoint(state, change, events, peers)
             if dirty:
                 _best_effort("save the state", self._store.save, state)
-            self._release(e for e in removed if not e.remote)
+            self._release(removed)  # this host's tasks that stopped
             self._state = state
             self._emit(events)
             self._program_peers(peers, full=own is not None)
@@ -1194,9 +1194,7 @@ class DriverCore:
                 self._forget_own(own)
             self._route_vips(n for n in _networks_touched(events) if self._routes_vips(n))
 
-    def _follow_network(
-        self, state: State, change: Change, events: list[Event], removed: list[Endpoint]
-    ) -> bool:
+    def _follow_network(self, state: State, change: Change, events: list[Event]) -> bool:
         new, old = change.new, change.old
         if isinstance(new, Network):
             if state.networks.get(new.id) == new:
