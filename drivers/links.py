@@ -520,6 +520,22 @@ def fdb_delete(ipr: IPRoute, index: int, mac: str, dst: IPv4Address) -> None:
             raise
 
 
+def fdb_remote(ipr: IPRoute, index: int, mac: str) -> IPv4Address | None:
+    """The remote address the static entry MAC of VXLAN device INDEX points at, without a dump
+    (`bridge fdb get MAC dev INDEX self`); None when there is no such entry."""
+    try:
+        entries = ipr.fdb("get", ifindex=index, lladdr=mac, flags=_NTF_SELF)
+    except NetlinkError as error:
+        if error.code != _ENOENT:
+            raise
+        return None
+    for entry in entries:
+        dst = entry.get("dst")
+        if dst and ":" not in dst:
+            return IPv4Address(dst)
+    return None
+
+
 def fdb_remotes(ipr: IPRoute, index: int) -> set[tuple[str, IPv4Address]]:
     """(MAC, remote address) of each static remote entry of the VXLAN device INDEX.
 

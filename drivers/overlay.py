@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections import Counter
 from collections.abc import Iterable
 from ipaddress import IPv4Address
 from typing import ClassVar
@@ -198,8 +197,10 @@ class OverlayDriver:
     def update_peers(
         self, network: Network, *, add: Iterable[Peer] = (), remove: Iterable[Peer] = ()
     ) -> None:
-        """Remove, then add, remote peers with one netlink socket and one reading of the
-        device's tables: a batch of a thousand costs a thousand writes, not a thousand dumps.
+        """Remove, then add, remote peers with one netlink socket. Each peer costs a few
+        lookups and writes of its own entries, whatever the number of peers programmed; only an
+        add that moves an address to another MAC reads the device's tables (to know whether
+        the old MAC is still used).
 
         Adding the same peer again changes nothing; a new MAC or VTEP for an address replaces
         the old one (the old MAC's forwarding entry goes when no address uses it any more).
@@ -217,48 +218,36 @@ class OverlayDriver:
                 if adds:
                     self._require_vxlan(host, network)  # raises NotFound naming the device
                 return
-            if not removes and all(
-                links.neighbour_mac(host, vxlan, address) in (None, mac) for address, mac, _ in adds
-            ):
-                # The common batch (new endpoints elsewhere): writes only, no table dump,
-                # so its cost does not grow with the peers already programmed.
-                for address, mac, vtep in adds:
-                    links.fdb_replace(host, vxlan, mac, vtep)
-                    links.neigh_replace(host, vxlan, address, mac)
-                return
-            neighbours = links.permanent_neighbours(host, vxlan)
-            # By MAC: a batch looks up one MAC at a time, not the whole table per peer.
-            remotes: dict[str, set[IPv4Address]] = {}
-            for remote_mac, dst in links.fdb_remotes(host, vxlan):
-                remotes.setdefault(remote_mac, set()).add(dst)
-            users = Counter(neighbours.values())
             for address, mac, vtep in removes:
-                behind = remotes.get(mac, set())
-                if behind and vtep not in behind:
+                # The kernel deletes a MAC's entry whatever remote the request names, so a
+                # MAC that moved to another VTEP must be looked up, not just deleted.
+                behind = links.fdb_remote(host, vxlan, mac)
+                if behind is not None and behind != vtep:
                     log.debug("network %s: peer %s %s is behind %s now", network.name, mac,
                               address, behind)  # fmt: skip
                     continue
-                if neighbours.get(address) == mac:
+                if links.neighbour_mac(host, vxlan, address) == mac:
                     links.neigh_delete(host, vxlan, address)
-                    del neighbours[address]
-                    users[mac] -= 1
                 links.fdb_delete(host, vxlan, mac, vtep)
-                behind.discard(vtep)
+            moved = [
+                (address, old)
+                for address, mac, _ in adds
+                if (old := links.neighbour_mac(host, vxlan, address)) not in (None, mac)
+            ]
             for address, mac, vtep in adds:
-                old = neighbours.get(address)
                 links.fdb_replace(host, vxlan, mac, vtep)
-                remotes[mac] = {vtep}
                 links.neigh_replace(host, vxlan, address, mac)
-                neighbours[address] = mac
-                if old == mac:
-                    continue
-                users[mac] += 1
-                if old is not None:
-                    users[old] -= 1
-                    if users[old] <= 0:
-                        for old_vtep in remotes.pop(old, set()):
-                            links.fdb_delete(host, vxlan, old, old_vtep)
+            if moved:
+                self._drop_unused_macs(host, vxlan, {old for _, old in moved})
         log.debug("network %s: %d peers added, %d removed", network.name, len(adds), len(removes))
+
+    @staticmethod
+    def _drop_unused_macs(host: IPRoute, vxlan: int, macs: set[str]) -> None:
+        """Delete the forwarding entries of those MACS that no neighbour entry uses any more."""
+        used = set(links.permanent_neighbours(host, vxlan).values())
+        for mac in macs - used:
+            if (vtep := links.fdb_remote(host, vxlan, mac)) is not None:
+                links.fdb_delete(host, vxlan, mac, vtep)
 
     @staticmethod
     def _checked(

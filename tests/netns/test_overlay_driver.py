@@ -273,6 +273,20 @@ def test_add_peer_replaces_a_changed_mac_and_vtep(cluster: Cluster) -> None:
 
 
 @needs_root
+def test_moving_one_address_keeps_a_mac_another_address_still_uses(cluster: Cluster) -> None:
+    net, a, b = cluster.network, cluster.a, cluster.b
+    address, mac, vtep = peer_of(b)
+    second = IPv4Address(int(address) + 1)
+    a.run(lambda: a.driver.add_peer(net, second, mac, vtep))  # two addresses behind one MAC
+    a.run(lambda: a.driver.add_peer(net, second, "02:11:22:33:44:66", vtep))
+    assert a.run(lambda: a.driver.peers(net)) == {
+        (address, mac, vtep),
+        (second, "02:11:22:33:44:66", vtep),
+    }
+    assert ping(a.container, b.endpoint.ipv4, attempts=3)
+
+
+@needs_root
 def test_restart_with_another_advertise_address_remakes_the_vxlan(cluster: Cluster) -> None:
     net, a = cluster.network, cluster.a
     moved = IPv4Address(int(a.underlay) + 100)
