@@ -232,6 +232,18 @@ class NetdnsCollector(Collector):
         )
         overloaded.add_metric([], forwarder.overloaded)
         yield overloaded
+        share = _gauge(
+            "netdns_forward_max_inflight_per_sandbox",
+            "One sandbox's share of the in-flight cap (--max-inflight-per-sandbox, R14)",
+        )
+        share.add_metric([], forwarder.max_inflight_per_sandbox)
+        yield share
+        refused = _counter(
+            "netdns_forward_sandbox_overloaded",
+            "Queries answered SERVFAIL at once because their sandbox had its share in flight",
+        )
+        refused.add_metric([], forwarder.sandbox_overloaded)
+        yield refused
 
     def _caches(self) -> Iterator[Metric]:
         resolver = self.sources.resolver

@@ -195,8 +195,9 @@ class Resolver:
             if self.sandbox_openers is not None:
                 opener = self.sandbox_openers(sandbox_id)
         result = await self.forwarder.forward(
-            request, data, lookup.upstreams, tcp=tcp, opener=opener, cache_scope=scope
-        )
+            request, data, lookup.upstreams, tcp=tcp, opener=opener, cache_scope=scope,
+            sandbox_id=sandbox_id,
+        )  # fmt: skip
         return Decision(lookup, result.reply, result.path, result.upstream, result.elapsed)
 
     def lookup(self, sandbox_id: str, request: DNSRecord) -> Lookup:

@@ -4,6 +4,10 @@ The query goes upstream as the client wrote it (EDNS OPT included) under a fresh
 upstream's answer comes back unchanged but for the id. When there is no upstream, all fail or
 the budget runs out, the client gets a SERVFAIL of ours. At most `max_inflight` forwards are in
 flight; beyond that a query gets SERVFAIL at once (R14) and a rate-limited log line says so.
+
+Within that cap each sandbox holds at most `max_inflight_per_sandbox` (by default a quarter of
+it, at least 8): one sandbox flooding names that go upstream, say to a dead server, fills only
+its own share and gets the immediate SERVFAIL beyond it, while the others keep room to forward.
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ from resolver.names import Upstreams
 log = logging.getLogger(__name__)
 
 OVERLOAD_LOG_INTERVAL = 10.0
+MIN_SANDBOX_SHARE = 8  # the default per-sandbox share never goes below this many in flight
+
+
+def default_sandbox_share(max_inflight: int) -> int:
+    """Forwards one sandbox may have in flight when not told: a quarter of the cap, at least 8,
+    so three sandboxes flooding at once still leave a quarter of the cap to the others."""
+    return max(MIN_SANDBOX_SHARE, max_inflight // 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +68,23 @@ class Forwarder:
         default_servers: Callable[[], Sequence[str]],
         budget: float = 4.0,
         max_inflight: int = 1024,
+        max_inflight_per_sandbox: int | None = None,
         cache: AnswerCache | None = None,
         health: Health | None = None,
         udp_pool: UdpPool | None = None,
     ) -> None:
+        share = default_sandbox_share(max_inflight)
+        if max_inflight_per_sandbox is not None:
+            share = max_inflight_per_sandbox
+        if max_inflight < 1 or share < 1:
+            raise Invalid(
+                f"max_inflight {max_inflight} and max_inflight_per_sandbox {share}: "
+                "both must be at least 1"
+            )
         self.default_servers = default_servers
         self.budget = budget
         self.max_inflight = max_inflight
+        self.max_inflight_per_sandbox = share
         self.cache = cache
         self.health = health or Health()
         # Shared UDP sockets for upstreams reached without an opener (see pool.py).
@@ -72,10 +93,17 @@ class Forwarder:
         self.inflight = 0
         self.failovers = 0  # tries that failed and moved on to another upstream
         self.overloaded = 0  # queries refused by the in-flight cap
+        self.sandbox_overloaded = 0  # queries refused by their sandbox's share of the cap
+        self.inflight_peak = 0  # the most forwards ever in flight at once
+        self.sandbox_inflight_peak = 0  # the most one sandbox ever had in flight at once
         self.upstream_failures: collections.Counter[str] = collections.Counter()  # by server
         self.upstream_answers: collections.Counter[str] = collections.Counter()
         self._overload_logged_at = -math.inf
         self._overload_unlogged = 0
+        self._share_logged_at = -math.inf
+        self._share_unlogged = 0
+        # Only sandboxes with forwards in flight have an entry: the dict stays as small as that.
+        self._inflight_by_sandbox: dict[str, int] = {}
 
     def servers_for(self, upstreams: Upstreams) -> tuple[Server, ...]:
         """The upstreams to try (at most MAX_UPSTREAMS), unusable entries skipped with a log."""
@@ -99,12 +127,15 @@ class Forwarder:
         tcp: bool,
         opener: Opener | None = None,
         cache_scope: str = "",
+        sandbox_id: str | None = None,
     ) -> ForwardResult:
         """Answer `request` (raw bytes `query`) from the cache or `upstreams` (R11, R13, R14).
 
         `cache_scope` tells apart equal addresses that mean different servers: upstreams named
         for a sandbox are reached from its namespace, so pass the sandbox id for them (it keys
         the cache and the health memory). Cache hits do not count against `max_inflight`.
+        `sandbox_id`, when given, is whose share of the cap the forward counts against; without
+        it only the global cap applies.
         """
         started = time.monotonic()
         servers = self.servers_for(upstreams)
@@ -119,11 +150,28 @@ class Forwarder:
         if self.inflight >= self.max_inflight:
             self._log_overload()
             return ForwardResult(servfail(request), "overload")
+        by_sandbox = self._inflight_by_sandbox
+        if sandbox_id is not None:
+            held = by_sandbox.get(sandbox_id, 0)
+            if held >= self.max_inflight_per_sandbox:
+                self._log_share_overload(sandbox_id)
+                return ForwardResult(servfail(request), "overload")
+            by_sandbox[sandbox_id] = held + 1
+            if held >= self.sandbox_inflight_peak:
+                self.sandbox_inflight_peak = held + 1
         self.inflight += 1
+        if self.inflight > self.inflight_peak:
+            self.inflight_peak = self.inflight
         try:
             result = await self._ask_upstreams(request, query, servers, tcp, opener, cache_scope)
         finally:
             self.inflight -= 1
+            if sandbox_id is not None:
+                left = by_sandbox[sandbox_id] - 1
+                if left:
+                    by_sandbox[sandbox_id] = left
+                else:
+                    del by_sandbox[sandbox_id]
         if self.cache is not None and key is not None and result.path == "upstream":
             self.cache.put(key, result.reply)
         return result
@@ -186,6 +234,10 @@ class Forwarder:
         known.update(self.upstream_answers, self.upstream_failures)
         return {server: server not in down for server in known}
 
+    def sandbox_inflight(self, sandbox_id: str) -> int:
+        """Forwards `sandbox_id` has in flight now (counted against its share)."""
+        return self._inflight_by_sandbox.get(sandbox_id, 0)
+
     def close(self) -> None:
         """Close the pooled upstream sockets; forwards still waiting on them fail."""
         self.udp_pool.close()
@@ -205,3 +257,22 @@ class Forwarder:
         )
         self._overload_logged_at = now
         self._overload_unlogged = 0
+
+    def _log_share_overload(self, sandbox_id: str) -> None:
+        self.sandbox_overloaded += 1
+        self._share_unlogged += 1
+        now = time.monotonic()
+        if now - self._share_logged_at < OVERLOAD_LOG_INTERVAL:
+            return
+        log.warning(
+            "sandbox %s has %d forwarded queries in flight, its share of the cap "
+            "(--max-inflight-per-sandbox %d of --max-inflight %d): answered %d queries of "
+            "sandboxes over their share with SERVFAIL at once since the last message",
+            sandbox_id[:12],
+            self._inflight_by_sandbox.get(sandbox_id, 0),
+            self.max_inflight_per_sandbox,
+            self.max_inflight,
+            self._share_unlogged,
+        )
+        self._share_logged_at = now
+        self._share_unlogged = 0

@@ -15,6 +15,7 @@ import time
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
 
+from drivers.errors import Invalid
 from resolver.forward import AnswerCache, Forwarder, ForwardResult
 from resolver.forward.policy import Health
 from resolver.names import Upstreams
@@ -260,6 +261,60 @@ def test_r11_failing_upstream_is_put_last_then_probed_back() -> None:
         assert run(forwarder)[1].upstream == sick.server
 
 
+def test_r11_dead_upstream_costs_no_wait_while_held_and_one_query_probes_it() -> None:
+    now = [0.0]
+    health = Health(max_failures=3, hold=30.0, clock=lambda: now[0])
+    with FaultUpstream(Fault.SILENT) as dead, FaultUpstream() as good:
+        forwarder = forwarder_for(dead, good, health=health, budget=1.0)
+        for _ in range(3):  # each pays the dead one's share of the budget
+            result = run(forwarder)[1]
+            assert result.upstream == good.server
+            assert result.elapsed >= 0.45
+        assert forwarder.upstream_health()[dead.server] is False
+        for _ in range(3):  # held: skipped, no timeout to wait for
+            result = run(forwarder)[1]
+            assert result.tries == (f"{good.server} NOERROR",)
+            assert result.elapsed < 0.2
+        assert dead.queries == 3
+
+        async def burst() -> list[ForwardResult]:
+            return [r for _, r, _ in await asyncio.gather(*(ask(forwarder) for _ in range(5)))]
+
+        now[0] = 31.0  # hold over: of five queries at once, only one probes the dead upstream
+        results = asyncio.run(burst())
+        assert dead.queries == 4
+        assert all(r.upstream == good.server for r in results)
+        probes = [r for r in results if r.tries[0] == f"{dead.server} timeout"]
+        assert len(probes) == 1
+        assert sorted(r.elapsed < 0.2 for r in results) == [False] + [True] * 4
+        assert forwarder.upstream_health()[dead.server] is False
+
+        dead.mode = Fault.ANSWER
+        now[0] = 62.0
+        assert run(forwarder)[1].upstream == dead.server  # the probe answers: back in place
+        assert forwarder.upstream_health()[dead.server] is True
+        assert run(forwarder)[1].tries == (f"{dead.server} NOERROR",)
+
+
+def test_r11_health_memory_is_per_sandbox_for_sandbox_upstreams() -> None:
+    """The same address named for two sandboxes may be two servers (one per namespace): a
+    failing one held for sandbox X is still asked first for sandbox Y."""
+    health = Health(max_failures=1, hold=30.0)
+    with FaultUpstream(Fault.SERVFAIL) as sick, FaultUpstream() as good:
+        forwarder = forwarder_for(health=health)
+        upstreams = Upstreams((sick.server, good.server), from_sandbox=True)
+
+        async def ask_as(scope: str) -> ForwardResult:
+            request = DNSRecord.question("svc.example")
+            return await forwarder.forward(
+                request, request.pack(), upstreams, tcp=False, cache_scope=scope
+            )
+
+        asyncio.run(ask_as("sandbox-x"))
+        assert asyncio.run(ask_as("sandbox-x")).tries == (f"{good.server} NOERROR",)
+        assert asyncio.run(ask_as("sandbox-y")).tries[0] == f"{sick.server} SERVFAIL"
+
+
 # -- cache (R13) ----------------------------------------------------------------------------------
 
 
@@ -323,3 +378,41 @@ def test_r14_beyond_max_inflight_servfail_at_once(caplog: pytest.LogCaptureFixtu
         assert len(overload_lines) == 1  # rate-limited: one line for the burst
         assert run(forwarder)[1].path == "servfail"  # capacity is back: it tries again
         assert silent.queries == 3
+
+
+def test_r14_one_sandbox_over_its_share_does_not_take_the_others_room() -> None:
+    async def scenario(forwarder: Forwarder, upstream: FaultUpstream) -> None:
+        async def ask_for(sandbox: str) -> ForwardResult:
+            request = DNSRecord.question("svc.example")
+            return await forwarder.forward(
+                request, request.pack(), Upstreams(), tcp=False, sandbox_id=sandbox
+            )
+
+        flood = [asyncio.create_task(ask_for("sandbox-a")) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        assert (forwarder.inflight, forwarder.sandbox_inflight("sandbox-a")) == (2, 2)
+        assert (await flood[2]).path == "overload"  # over A's share: SERVFAIL at once
+        upstream.mode = Fault.ANSWER
+        other = await ask_for("sandbox-b")  # room left in the global cap for B
+        assert other.path == "upstream"
+        assert forwarder.sandbox_inflight("sandbox-b") == 0
+        upstream.mode = Fault.SILENT
+        for task in flood[:2]:
+            assert (await task).path == "servfail"
+        assert forwarder.sandbox_inflight("sandbox-a") == 0
+        assert (await ask_for("sandbox-a")).path == "servfail"  # its share is free again
+
+    with FaultUpstream(Fault.SILENT) as upstream:
+        forwarder = forwarder_for(upstream, max_inflight=4, max_inflight_per_sandbox=2, budget=0.5)
+        asyncio.run(scenario(forwarder, upstream))
+        assert (forwarder.sandbox_overloaded, forwarder.overloaded) == (1, 0)
+        assert (forwarder.inflight_peak, forwarder.sandbox_inflight_peak) == (3, 2)
+        assert forwarder.inflight == 0
+
+
+def test_r14_share_defaults_to_a_quarter_of_the_cap_and_at_least_eight() -> None:
+    assert forwarder_for(max_inflight=1024).max_inflight_per_sandbox == 256
+    assert forwarder_for(max_inflight=10).max_inflight_per_sandbox == 8
+    assert forwarder_for(max_inflight=10, max_inflight_per_sandbox=3).max_inflight_per_sandbox == 3
+    with pytest.raises(Invalid, match="max_inflight_per_sandbox 0"):
+        forwarder_for(max_inflight_per_sandbox=0)

@@ -113,6 +113,8 @@ def test_queries_are_counted_by_type_rcode_and_path_with_latency(upstream: Dnsma
     assert value(samples, "netdns_upstream_up", upstream=upstream.server) == 1
     assert value(samples, "netdns_upstream_answers_total", upstream=upstream.server) == 2
     assert value(samples, "netdns_forward_inflight") == 0
+    assert value(samples, "netdns_forward_max_inflight_per_sandbox") == max(8, 1024 // 4)
+    assert value(samples, "netdns_forward_sandbox_overloaded_total") == 0
 
 
 def test_hot_hits_keep_counting_after_their_entry_is_dropped(upstream: Dnsmasq) -> None:
