@@ -155,10 +155,13 @@ _RCODE = re.compile(r"([A-Z][A-Z0-9]*)\s+(\d+)\s*\(")
 
 
 def parse_latencies(text: str) -> array[float]:
-    """The latency in seconds of each `> RCODE NAME TYPE LATENCY` line of dnsperf -v output."""
+    """The latency in seconds of each `> RCODE NAME TYPE LATENCY` line of dnsperf -v output.
+
+    A timed-out query (`> T NAME TYPE`) has no latency: it is counted as lost in the summary.
+    """
     latencies = array("d")
     for line in text.splitlines():
-        if line.startswith("> "):
+        if line.startswith("> ") and not line.startswith("> T "):
             _, _, value = line.rpartition(" ")
             try:
                 latencies.append(float(value))

@@ -103,6 +103,8 @@ def test_parse_latencies_reads_every_answered_query_of_dnsperf_v_output() -> Non
     assert summary.rcodes == (("NOERROR", 5), ("NXDOMAIN", 1))
     with pytest.raises(Invalid, match="without a latency"):
         parse_latencies("> NOERROR c0 A fast\n")
+    # A timed-out query has no latency and is not an answer.
+    assert list(parse_latencies("> T c0 A\n> NOERROR c0 A 0.000200\n")) == [0.0002]
 
 
 def test_dnsperf_runs_inside_the_target_client_namespace_with_per_query_output() -> None:
