@@ -10,11 +10,26 @@ import random
 import struct
 from collections.abc import Sequence
 
-from dnslib import AAAA, EDNS0, PTR, QTYPE, RCODE, RR, SRV, A, DNSError, DNSHeader, DNSRecord
+from dnslib import (
+    AAAA,
+    EDNS0,
+    PTR,
+    QTYPE,
+    RCODE,
+    RR,
+    SRV,
+    A,
+    DNSBuffer,
+    DNSError,
+    DNSHeader,
+    DNSQuestion,
+    DNSRecord,
+)
 
 from resolver.names import Lookup, Outcome
 
 HEADER = struct.Struct("!HHHHHH")
+RECORD_FIXED = struct.Struct("!HHIH")  # type, class, TTL, RDLENGTH: after a record's owner
 QR = 0x8000
 OPCODE_MASK = 0x7800
 RD = 0x0100
@@ -26,6 +41,8 @@ UDP_MIN = 512  # RFC 1035: the limit without EDNS
 UDP_ADVERTISED = 1232  # the EDNS buffer size we offer (DNS flag day 2020), and the most we send
 EDNS_VERSION = 0
 MAX_NAME = 255  # RFC 1035 2.3.4: octets in a name on the wire
+MAX_LABEL = 63  # RFC 1035 2.3.4: octets in a label; 0x40-0xBF are other label types
+POINTER = 0xC0  # a length octet with both top bits set starts a compression pointer
 
 
 def rcode_only_reply(query: bytes, rcode: int) -> bytes:
@@ -36,23 +53,93 @@ def rcode_only_reply(query: bytes, rcode: int) -> bytes:
 
 
 def parse_query(data: bytes) -> DNSRecord | bytes | None:
-    """R16. A parsed query; or the reply bytes for a bad one; or None when it is to be dropped."""
+    """R16. A parsed query; or the reply bytes for a bad one; or None when it is to be dropped.
+
+    Only the header, the question and an OPT record are decoded: the records of the answer,
+    authority and additional sections are walked over, never decoded (see `_query_records`).
+    """
     if len(data) < HEADER.size:
         return None
-    _, flags, qdcount, _, _, _ = HEADER.unpack_from(data)
+    _, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
     if flags & QR:
         return None  # a response: answering it would let two servers loop
     if flags & OPCODE_MASK:
         return rcode_only_reply(data, RCODE.NOTIMP)
     if qdcount != 1:
         return rcode_only_reply(data, RCODE.FORMERR)
+    buffer = DNSBuffer(data)
     try:
-        request = DNSRecord.parse(data)
-    except (DNSError, ValueError, IndexError, UnicodeDecodeError, struct.error):
+        header = DNSHeader.parse(buffer)
+        question = DNSQuestion.parse(buffer)
+        opt = _query_records(buffer, ancount + nscount, arcount)
+    # RecursionError: dnslib follows a chain of pointers recursively, one frame per pointer.
+    except (DNSError, ValueError, IndexError, UnicodeDecodeError, struct.error, RecursionError):
         return rcode_only_reply(data, RCODE.FORMERR)
-    if sum(len(label) + 1 for label in request.q.qname.label) + 1 > MAX_NAME:
+    labels = question.qname.label
+    if any(len(label) > MAX_LABEL for label in labels):
+        return rcode_only_reply(data, RCODE.FORMERR)  # 0x40-0xBF: reserved label types
+    if sum(len(label) + 1 for label in labels) + 1 > MAX_NAME:
         return rcode_only_reply(data, RCODE.FORMERR)  # parses, but no reply could carry it
-    return request
+    return DNSRecord(header, [question], ar=[opt] if opt is not None else [])
+
+
+def _query_records(buffer: DNSBuffer, skipped: int, additional: int) -> RR | None:
+    """Walk the records after the question; the OPT record of the additional section, if any.
+
+    The other records are checked for shape only (names end, RDATA fits) and never decoded:
+    decoding follows every compression pointer, so a message of records whose owners point at
+    each other in a chain costs time quadratic in its size (with dnslib's parse a 1.4 KB
+    datagram took 21 ms, a 12.6 KB TCP message 1.2 s, and longer chains raised RecursionError,
+    tests/fuzz/corpus/pointer_chain_*). A query's answer and authority records mean nothing to
+    a resolver anyway. More than one OPT, or one not owned by the root, is
+    malformed (RFC 6891 6.1.1).
+    """
+    data = buffer.data
+    opt: RR | None = None
+    for index in range(skipped + additional):
+        start = buffer.offset
+        position = _skip_name(data, start)
+        if position + RECORD_FIXED.size > len(data):
+            raise DNSError(f"record {index} cut short at offset {position}")
+        rtype, _rclass, _ttl, rdlength = RECORD_FIXED.unpack_from(data, position)
+        end = position + RECORD_FIXED.size + rdlength
+        if end > len(data):
+            raise DNSError(f"record {index}: RDATA runs past the end, at offset {position}")
+        if index >= skipped and rtype == QTYPE.OPT:
+            if opt is not None or position != start + 1:
+                raise DNSError("more than one OPT record, or one not owned by the root")
+            _check_options(data, position + RECORD_FIXED.size, end)
+            opt = RR.parse(buffer)
+            if buffer.offset != end:
+                raise DNSError(f"OPT record ends at {buffer.offset}, its RDATA at {end}")
+        buffer.offset = end
+    return opt
+
+
+def _check_options(data: bytes, position: int, end: int) -> None:
+    """EDNS options (code, length, data) filling the OPT RDATA exactly; dnslib skips a last
+    option shorter than its 4-byte header without a word."""
+    while position < end:
+        if position + 4 > end:
+            raise DNSError(f"EDNS option header cut short at offset {position}")
+        position += 4 + (data[position + 2] << 8 | data[position + 3])
+    if position != end:
+        raise DNSError(f"EDNS option runs past the OPT record's RDATA, to offset {position}")
+
+
+def _skip_name(data: bytes, position: int) -> int:
+    """The offset after the wire name at `position` (its pointer, if any, is not followed)."""
+    while True:
+        if position >= len(data):
+            raise DNSError(f"name runs past the end of the message at offset {position}")
+        length = data[position]
+        if length >= POINTER:
+            return position + 2
+        if length > MAX_LABEL:
+            raise DNSError(f"label type {length:#x} at offset {position}")
+        position += length + 1
+        if length == 0:
+            return position
 
 
 def request_edns(request: DNSRecord) -> EDNS0 | None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from dnslib import QTYPE, RCODE, RR, DNSError, DNSHeader, DNSRecord
 
+from resolver.forward.message import parse_message
+
 DEFAULT_MAX_ENTRIES = 10_000
 DO_BIT = 0x8000  # in the OPT record's TTL field (RFC 6891)
 CACHEABLE_RCODES = frozenset({RCODE.NOERROR, RCODE.NXDOMAIN})
@@ -108,7 +110,7 @@ class AnswerCache:
     def put(self, key: CacheKey, reply: bytes) -> bool:
         """Keep `reply` under `key` if it may be cached; whether it was."""
         try:
-            record = DNSRecord.parse(reply)
+            record = parse_message(reply)
         except (DNSError, ValueError, IndexError, UnicodeDecodeError, struct.error):
             return False
         ttl = cache_ttl(record)
