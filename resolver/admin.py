@@ -30,6 +30,9 @@ Routes (JSON in and out):
     GET    /v1/querylog                        {"sample": R}: the share of queries logged
     PUT    /v1/querylog                        {"sample": R}, 0 (off) to 1 (every query)
     GET    /metrics                            Prometheus text format (resolver/metrics.py)
+    GET    /, /ui/, /ui/{file}                 the read-only web page (resolver/page.py); over
+                                                --admin-tcp its files need no token, its API
+                                                calls do
 
 Every error is {"message": ..., "status": N}. The status of a NetdnsError comes from its class
 (drivers/errors.py), mapped here in one place (the error middleware); a malformed request is an
@@ -54,6 +57,7 @@ from resolver import inspect
 from resolver.events import Bound, EventLog, parse_bound
 from resolver.logs import check_sample
 from resolver.metrics import Metrics
+from resolver.page import add_page_routes
 
 log = logging.getLogger(__name__)
 
@@ -508,4 +512,5 @@ def make_app(ops: AdminOps) -> web.Application:
     app.router.add_get("/v1/querylog", get_querylog)
     app.router.add_put("/v1/querylog", put_querylog)
     app.router.add_get("/metrics", metrics)
+    add_page_routes(app)  # GET /, /ui/: the read-only web page (resolver/page.py)
     return app

@@ -52,6 +52,7 @@ from resolver.forward import AnswerCache, Forwarder, HostResolvConf
 from resolver.listeners import ListenerManager
 from resolver.metrics import Histogram, Metrics, Sources
 from resolver.names import NameTable
+from resolver.page import is_page_request, page_url
 from resolver.resolve import Opener, Resolver
 from resolver.server import run
 
@@ -84,6 +85,7 @@ class DaemonConfig:
     local_ttl: int = 5
     no_cache: bool = False
     max_inflight: int = 1024
+    max_inflight_per_sandbox: int | None = None  # None: a quarter of max_inflight, at least 8
     resolv_conf: Path = Path("/etc/resolv.conf")
     etc_netns: Path = Path("/etc/netns")
 
@@ -103,8 +105,9 @@ class Daemon:
         self.table = NameTable()
         cache = None if config.no_cache else AnswerCache()
         self.forwarder = Forwarder(
-            default_servers=self._default_servers, max_inflight=config.max_inflight, cache=cache
-        )
+            default_servers=self._default_servers, max_inflight=config.max_inflight, cache=cache,
+            max_inflight_per_sandbox=config.max_inflight_per_sandbox,
+        )  # fmt: skip
         self.resolver = Resolver(
             self.table, self.forwarder, local_ttl=config.local_ttl,
             sandbox_openers=self._sandbox_opener,
@@ -168,6 +171,10 @@ class Daemon:
         if self.config.admin_tcp:
             host, _, port = self.config.admin_tcp.rpartition(":")
             await web.TCPSite(self._runner, host or "127.0.0.1", int(port)).start()
+            log.info(
+                "admin page: %s#token=<the token in %s>",
+                page_url(host or "127.0.0.1", int(port)), self.config.root / "admin.token",
+            )  # fmt: skip
         log.info(
             "netdns daemon up: admin %s, %d networks, %d containers, %d listeners",
             path, len(self.core.networks()), len(self.core.sandboxes()),
@@ -303,7 +310,9 @@ class Daemon:
         @web.middleware
         async def require_token(request: web.Request, handler: Callable) -> web.StreamResponse:
             sock = request.transport.get_extra_info("socket") if request.transport else None
-            if sock is not None and sock.family != socket.AF_UNIX:
+            # The page's own files hold no state: a browser gets them without the token, and
+            # its script sends the token for /v1/ (resolver/page.py).
+            if sock is not None and sock.family != socket.AF_UNIX and not is_page_request(request):
                 given = request.headers.get("Authorization", "")
                 if not secrets.compare_digest(given, f"Bearer {token}"):
                     return web.json_response(
@@ -411,6 +420,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="do not cache forwarded answers")
     parser.add_argument("--max-inflight", type=int, default=1024, metavar="N",
                         help="most forwarded queries in flight (default %(default)s)")  # fmt: skip
+    parser.add_argument("--max-inflight-per-sandbox", type=int, metavar="N",
+                        help="most forwarded queries in flight from one sandbox, so a flooding "
+                        "container cannot take every slot (default: a quarter of "
+                        "--max-inflight, at least 8)")  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace) -> DaemonConfig:
@@ -424,6 +437,8 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
     )
     if args.local_ttl < 0 or args.max_inflight < 1:
         raise Invalid("--local-ttl must be >= 0 and --max-inflight >= 1")
+    if args.max_inflight_per_sandbox is not None and args.max_inflight_per_sandbox < 1:
+        raise Invalid(f"--max-inflight-per-sandbox {args.max_inflight_per_sandbox}: give 1 or more")
     if not 2 <= args.lease_ttl <= 3600:
         raise Invalid(f"--lease-ttl {args.lease_ttl}: give 2 to 3600 seconds")
     from resolver.forward.upstream import parse_server
@@ -436,7 +451,7 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         bridge=args.bridge, log_level=args.log_level, log_format=args.log_format,
         dns=tuple(args.dns),
         local_ttl=args.local_ttl, no_cache=args.no_cache, max_inflight=args.max_inflight,
-        resolv_conf=args.resolv_conf,
+        max_inflight_per_sandbox=args.max_inflight_per_sandbox, resolv_conf=args.resolv_conf,
     )  # fmt: skip
 
 

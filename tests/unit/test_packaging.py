@@ -46,6 +46,13 @@ def test_the_wheel_carries_the_packages(wheel: zipfile.ZipFile) -> None:
     assert not any(n.startswith("tests/") for n in names)
 
 
+def test_the_wheel_carries_the_admin_page(wheel: zipfile.ZipFile) -> None:
+    # Every file the page is made of, so an installed daemon serves the same page as a checkout.
+    shipped = {p.name for p in (ROOT / "resolver" / "static").iterdir()}
+    assert {"index.html", "app.js"} <= shipped
+    assert {f"resolver/static/{name}" for name in shipped} <= set(wheel.namelist())
+
+
 def test_version_flag_prints_the_package_version() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "resolver.cli", "--version"], capture_output=True, text=True
