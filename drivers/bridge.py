@@ -143,8 +143,12 @@ def join_bridge(
 
 
 def leave_bridge(endpoint: Endpoint, sandbox: Sandbox) -> None:
-    links.unplumb_from_sandbox(sandbox.netns, endpoint.id)
     host_end, sandbox_end = veth_names(endpoint)
-    with links.netlink() as host:
-        links.delete_link(host, host_end)
-        links.delete_link(host, sandbox_end)
+    try:
+        links.unplumb_from_sandbox(sandbox.netns, endpoint.id)
+    finally:
+        # Even when the namespace could not be entered: the host end is ours to delete (and a
+        # join cut short may have left both ends here), and deleting it deletes its peer.
+        with links.netlink() as host:
+            links.delete_link(host, host_end)
+            links.delete_link(host, sandbox_end)

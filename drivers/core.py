@@ -63,7 +63,7 @@ from drivers.model import (
     Task,
     VirtualIP,
 )
-from drivers.store import State, Store
+from drivers.store import Intent, State, Store
 from drivers.vip import PROTOCOLS, NftVipRoutes, VipRoute, VipRoutes
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,10 @@ class DriverCore:
         with self._lock:
             if self._started:
                 raise RuntimeError("DriverCore.start() called twice")
+            self._store.lock()  # before anything is read or changed: one daemon per root
             state = self._store.load()
+            intent = self._store.pending()
+            recovered, gone = self._recover(state, intent) if intent else (False, [])
             pruned = self._prune_vanished(state)
             ipam = Ipam()
             for network in state.networks.values():
@@ -284,8 +287,9 @@ class DriverCore:
                         ipam.reserve(state.networks[vip.network_id], vip.address, service.name)
                     except (Conflict, Invalid, KeyError) as exc:
                         log.error("stored service %s VIP %s: %s", service.name, vip.address, exc)
-            if pruned:
+            if pruned or recovered:
                 self._store.save(state)
+            self._store.end()  # after the save: the intent is settled for good only then
             for network in state.networks.values():
                 # After a reboot the bridges are gone; after a restart this finds them as they are.
                 driver = self._driver(network.driver)
@@ -294,6 +298,9 @@ class DriverCore:
             self._state, self._ipam, self._started = state, ipam, True
             self._emit(
                 [
+                    # Unknown to the subscribers, but a listener tidies up after them (the
+                    # resolv.conf of a namespace a removal cut short had already removed).
+                    *(SandboxRemoved(s) for s in gone),
                     *(NetworkCreated(n) for n in state.networks.values()),
                     *(ServiceUpdated(s) for s in state.services.values()),
                     *(SandboxCreated(s) for s in state.sandboxes.values()),
@@ -315,6 +322,54 @@ class DriverCore:
                 if spec.name not in existing:
                     self._create_network(spec, predefined=True)
             self._restore_services()
+
+    def _recover(self, state: State, intent: Intent) -> tuple[bool, list[Sandbox]]:
+        """Settle the change a crash cut short (see store.Intent): finish a removal the state
+        still holds, then take out of the kernel whatever of the intent the state does not
+        hold. Returns whether `state` changed and the intent's sandboxes that are gone.
+
+        Why an intent rather than a scan for our link and namespace names: namespaces are
+        named after containers, and other daemons (other --root) and tools share the host's
+        names, so only a record of what this daemon was doing tells its leftovers apart."""
+        log.warning(
+            "the daemon stopped during %r; %s it", intent.op,
+            "finishing" if intent.removing else "rolling back what the state does not hold of",
+        )  # fmt: skip
+        changed = False
+        if intent.removing:
+            for endpoint in intent.endpoints:
+                changed |= state.endpoints.pop(endpoint.id, None) is not None
+            for sandbox in intent.sandboxes:
+                changed |= state.sandboxes.pop(sandbox.id, None) is not None
+                state.made_netns.pop(sandbox.id, None)
+            for network in intent.networks:
+                in_use = any(e.network_id == network.id for e in state.endpoints.values())
+                if network.id in state.networks and not in_use:
+                    del state.networks[network.id]
+                    changed = True
+        networks = {n.id: n for n in intent.networks} | state.networks
+        sandboxes = {s.id: s for s in intent.sandboxes} | state.sandboxes
+        for endpoint in intent.endpoints:
+            network = networks.get(endpoint.network_id)
+            sandbox = sandboxes.get(endpoint.sandbox_id)
+            if endpoint.id in state.endpoints or network is None or sandbox is None:
+                continue
+            driver = self._driver(network.driver)
+            if driver is not None:
+                _best_effort(
+                    f"remove the interface of {endpoint.name} on {network.name}",
+                    driver.leave, network, endpoint, sandbox,
+                )  # fmt: skip
+        kept = set(state.made_netns.values())
+        for sandbox_id, name in intent.netns:
+            if sandbox_id not in state.sandboxes and name not in kept:
+                _best_effort(f"remove namespace {name}", self._namespaces.remove, name)
+        for network in intent.networks:
+            driver = self._driver(network.driver)
+            if network.id not in state.networks and driver is not None:
+                _best_effort(f"remove network {network.name}", driver.remove_network, network)
+        gone = [s for s in intent.sandboxes if s.id not in state.sandboxes]
+        return changed, gone
 
     def _prune_vanished(self, state: State) -> bool:
         """Drop sandboxes whose namespace is gone (a reboot, or the adopted process exited):
@@ -389,6 +444,7 @@ class DriverCore:
                 )
                 if driver is not None:
                     driver.validate(network)
+            self._store.begin(Intent("network create", networks=(network,)))
             if driver is not None:
                 driver.create_network(network)
                 undo.push(f"remove network {network.name}", lambda: driver.remove_network(network))
@@ -397,11 +453,13 @@ class DriverCore:
             self._store.save(state)
         except BaseException:
             undo.run()
+            self._store.end()
             raise
         self._ipam.add_network(network)
         self._state = state
         log.info("network %s (%s) created: %s", network.name, network.id[:12], _subnets(network))
         self._emit([NetworkCreated(network)])
+        self._store.end()
         return network
 
     def _plan_network(self, spec: NetworkSpec, *, predefined: bool) -> Network:
@@ -499,22 +557,28 @@ class DriverCore:
                 # First: another host's endpoints refuse it while nothing has changed here.
                 self._cluster().remove_network(network)
             driver = self._driver(network.driver)
-            if driver is not None:
-                driver.remove_network(network)
-            state = self._state.copy()
-            del state.networks[network.id]
+            self._store.begin(Intent("network rm", removing=True, networks=(network,)))
             try:
-                self._store.save(state)
-            except BaseException:
                 if driver is not None:
-                    _best_effort(
-                        f"re-create network {network.name}", driver.create_network, network
-                    )
+                    driver.remove_network(network)
+                state = self._state.copy()
+                del state.networks[network.id]
+                try:
+                    self._store.save(state)
+                except BaseException:
+                    if driver is not None:
+                        _best_effort(
+                            f"re-create network {network.name}", driver.create_network, network
+                        )
+                    raise
+            except BaseException:
+                self._store.end()
                 raise
             self._ipam.remove_network(network.id)
             self._state = state
             log.info("network %s (%s) removed", network.name, network.id[:12])
             self._emit([NetworkRemoved(network)])
+            self._store.end()
             return network
 
     # -- sandboxes --------------------------------------------------------------------------
@@ -577,6 +641,14 @@ class DriverCore:
                 endpoint = None
                 if attachment is not None:
                     endpoint = self._allocate(attachment, sandbox, undo)
+                self._store.begin(
+                    Intent(
+                        "container create",
+                        sandboxes=(replace(sandbox, netns=spec.netns),),
+                        endpoints=(endpoint,) if endpoint is not None else (),
+                        netns=() if spec.netns or on_host else ((sandbox.id, spec.name),),
+                    )
+                )
                 made = None
                 if spec.netns:
                     sandbox = replace(sandbox, netns=spec.netns)
@@ -597,6 +669,7 @@ class DriverCore:
                 self._store.save(state)
             except BaseException:
                 undo.run()
+                self._store.end()
                 raise
             self._state = state
             log.info("container %s (%s) created in %s", sandbox.name, sandbox.id[:12], network.name)
@@ -604,6 +677,7 @@ class DriverCore:
             if endpoint is not None:
                 events.append(EndpointAttached(endpoint))
             self._emit(events)
+            self._store.end()  # after the events: see remove_sandbox
             if endpoint is not None:
                 self._publish([endpoint])
             if self._routes_vips(network.id):
@@ -622,8 +696,22 @@ class DriverCore:
             self._refuse_task(sandbox, "removed")
             state = self._state.copy()
             adopted = sandbox.id not in state.made_netns
-            detached = self._dismantle(state, sandbox)
-            self._store.save(state)
+            made = state.made_netns.get(sandbox.id)
+            self._store.begin(
+                Intent(
+                    "container rm",
+                    removing=True,
+                    sandboxes=(sandbox,),
+                    endpoints=tuple(self.endpoints(sandbox_id=sandbox.id)),
+                    netns=((sandbox.id, made),) if made is not None else (),
+                )
+            )
+            try:
+                detached = self._dismantle(state, sandbox)
+                self._store.save(state)
+            except BaseException:
+                self._store.end()
+                raise
             self._release(detached)
             self._state = state
             log.info("container %s (%s) removed", sandbox.name, sandbox.id[:12])
@@ -636,6 +724,9 @@ class DriverCore:
                     sandbox.netns,
                     (),
                 )
+            # Only now: a kill before the listeners heard of the removal leaves its intent,
+            # so the next start tells them (and they remove the namespace's resolv.conf).
+            self._store.end()
             return sandbox
 
     def _dismantle(self, state: State, sandbox: Sandbox) -> list[Endpoint]:
@@ -720,18 +811,21 @@ class DriverCore:
             undo = _Undo()
             try:
                 endpoint = self._allocate(attachment, sandbox, undo)
+                self._store.begin(Intent("connect", endpoints=(endpoint,)))
                 endpoint = self._join(network, endpoint, sandbox, undo)
                 state = self._state.copy()
                 state.endpoints[endpoint.id] = endpoint
                 self._store.save(state)
             except BaseException:
                 undo.run()
+                self._store.end()
                 raise
             self._state = state
             log.info(
                 "container %s connected to %s: %s", sandbox.name, network.name, _addrs(endpoint)
             )
             self._emit([EndpointAttached(endpoint)])
+            self._store.end()
             self._publish([endpoint])
             if self._routes_vips(network.id):
                 self._route_vips_in(sandbox)
@@ -757,26 +851,32 @@ class DriverCore:
             if endpoint.task is not None:
                 self._refuse_task(sandbox, "disconnected")
             driver = self._driver(network.driver)
-            if driver is not None:
-                driver.leave(network, endpoint, sandbox)
-            state = self._state.copy()
-            del state.endpoints[endpoint.id]
+            self._store.begin(Intent("disconnect", removing=True, endpoints=(endpoint,)))
             try:
-                self._store.save(state)
-            except BaseException:
                 if driver is not None:
-                    _best_effort(
-                        f"re-join {network.name} for {sandbox.name}",
-                        driver.join,
-                        network,
-                        endpoint,
-                        sandbox,
-                    )
+                    driver.leave(network, endpoint, sandbox)
+                state = self._state.copy()
+                del state.endpoints[endpoint.id]
+                try:
+                    self._store.save(state)
+                except BaseException:
+                    if driver is not None:
+                        _best_effort(
+                            f"re-join {network.name} for {sandbox.name}",
+                            driver.join,
+                            network,
+                            endpoint,
+                            sandbox,
+                        )
+                    raise
+            except BaseException:
+                self._store.end()
                 raise
             self._release([endpoint])
             self._state = state
             log.info("container %s disconnected from %s", sandbox.name, network.name)
             self._emit([EndpointDetached(endpoint)])
+            self._store.end()
             if self._routes_vips(network.id):
                 self._route_vips_in(sandbox)
             return endpoint

@@ -1,7 +1,11 @@
 """Where the DriverCore's state lives between daemon runs: one JSON file under --root.
 
-The interface is two calls, `load() -> State` and `save(State)`, so an etcd store can stand
-behind it later. `save` is atomic: the new state goes to a temporary file that is flushed and
+The interface is `load() -> State` and `save(State)`, so an etcd store can stand behind it
+later, plus `lock()` (one daemon per root) and the intent of the change in flight (`begin`,
+`end`, `pending`: what a change is about to make or remove in the kernel, so a daemon killed
+mid-change can tidy up at its next start; see DriverCore.start).
+
+`save` is atomic: the new state goes to a temporary file that is flushed and
 fsynced, renamed over the old one, and the directory fsynced, so a crash leaves the old state
 or the new one, never a torn file. The file carries a schema version; model dataclasses are
 converted field by field from their type hints (addresses and subnets as strings, enums as
@@ -13,7 +17,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import errno
+import fcntl
 import json
+import logging
 import os
 import tempfile
 import types
@@ -23,11 +30,15 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from drivers.errors import Invalid, Unsupported
+from drivers.errors import Conflict, Invalid, Unsupported
 from drivers.model import Endpoint, Network, Sandbox, Service
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 STATE_FILE = "state.json"
+INTENT_FILE = "intent.json"
+LOCK_FILE = "netdns.lock"
 T = TypeVar("T")
 
 
@@ -54,10 +65,44 @@ class State:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """The kernel objects one change is about to make (`removing` False) or remove (True).
+
+    Written before the change touches the kernel, dropped once its subscribers have heard
+    of it (the listeners tidy up after a removed namespace). Changes run one at a time, so
+    one intent is enough. A daemon killed mid-change finds it at its next start and
+    compares it with the saved state (the state save is each change's commit point): what
+    the state holds stays; what it does not hold is removed from the kernel. A removal the
+    state still holds is finished, so an interrupted change ends up done wholly or not at all.
+    """
+
+    op: str  # what the change was, for the log
+    removing: bool = False
+    networks: tuple[Network, ...] = ()
+    sandboxes: tuple[Sandbox, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+    # (sandbox id, namespace name) of the named namespaces netdns makes or removes for them.
+    netns: tuple[tuple[str, str], ...] = ()
+
+
 class Store(Protocol):
+    def lock(self) -> None: ...
+
     def load(self) -> State: ...
 
     def save(self, state: State) -> None: ...
+
+    def begin(self, intent: Intent) -> None: ...
+
+    def end(self) -> None: ...
+
+    def pending(self) -> Intent | None: ...
+
+
+# Roots this process holds the lock of: a second DriverCore in the same process (tests restart
+# one in place) may use the root; another process may not.
+_locked: dict[Path, int] = {}
 
 
 class LocalStore:
@@ -66,39 +111,115 @@ class LocalStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.path = self.root / STATE_FILE
+        self.intent_path = self.root / INTENT_FILE
+
+    def lock(self) -> None:
+        """Hold ROOT/netdns.lock for the life of this process; Conflict naming the pid that
+        holds it when another process does (two daemons on one root would overwrite each
+        other's state and remove each other's namespaces)."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = self.root.resolve()
+        if key in _locked:
+            return
+        path = self.root / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            raise Conflict(
+                f"--root {self.root} is in use by another netdns daemon (pid {holder}, lock "
+                f"{path}): stop that daemon, or give this one another --root"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _locked[key] = fd  # closed by the process's exit, which is what releases the lock
+        # A save or intent cut short by a crash leaves its temporary file; the lock says no
+        # other daemon is writing one now.
+        for leftover in self.root.glob(f".{STATE_FILE}.*"):
+            leftover.unlink(missing_ok=True)
+        for leftover in self.root.glob(f".{INTENT_FILE}.*"):
+            leftover.unlink(missing_ok=True)
 
     def load(self) -> State:
         try:
-            text = self.path.read_text()
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return State()
+        except OSError as exc:
+            raise Invalid(f"state file {self.path} cannot be read: {exc.strerror}") from exc
         try:
-            return state_from_json(json.loads(text))
-        except (ValueError, TypeError, KeyError) as exc:
+            return state_from_json(json.loads(data))
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            # Saves are atomic, so this is not a crash of ours: a disk fault or a hand edit.
+            # Falling back to an older state would forget what exists in the kernel.
             raise Invalid(
-                f"state file {self.path} cannot be read ({exc}): move it aside to start with "
-                "no networks or containers"
+                f"state file {self.path} cannot be read ({_short(exc)}): restore it from a "
+                "backup, or move it aside to start with no networks or containers (their "
+                "namespaces and links are then left to remove by hand)"
             ) from exc
 
     def save(self, state: State) -> None:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        data = json.dumps(state_to_json(state), indent=1).encode()
-        fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", dir=self.root)
+        _write_atomically(self.root, STATE_FILE, json.dumps(state_to_json(state), indent=1))
+
+    def begin(self, intent: Intent) -> None:
+        """Record the change about to touch the kernel (durably: it outlives a crash)."""
+        _write_atomically(self.root, INTENT_FILE, json.dumps(to_json(intent)))
+
+    def end(self) -> None:
+        """The change has ended (done or undone). Not fsynced: a stale intent whose change
+        was saved, or fully undone, asks the next start to do nothing that is not done."""
+        with contextlib.suppress(FileNotFoundError):
+            self.intent_path.unlink()
+
+    def pending(self) -> Intent | None:
+        """The intent of a change a crash cut short, if any. One that cannot be read is set
+        aside (logged): the state file is the truth, the intent only helps to tidy up."""
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            data = self.intent_path.read_bytes()
+        except FileNotFoundError:
+            return None
         try:
-            os.fsync(dir_fd)  # makes the rename itself durable
-        finally:
-            os.close(dir_fd)
+            return from_json(Intent, json.loads(data))
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            aside = self.intent_path.with_name(f"{INTENT_FILE}.bad")
+            os.replace(self.intent_path, aside)
+            log.error(
+                "intent file %s cannot be read (%s); moved to %s: what the interrupted change "
+                "made in the kernel may be left over",
+                self.intent_path, _short(exc), aside,
+            )  # fmt: skip
+            return None
+
+
+def _write_atomically(root: Path, name: str, text: str) -> None:
+    """ROOT/NAME holds TEXT, or what it held before, whatever crash comes: a temporary file
+    in the same directory, fsynced, renamed over it, then the directory fsynced."""
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=root)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, root / name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)  # makes the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 # -- State <-> JSON ------------------------------------------------------------------------
