@@ -5,7 +5,7 @@ IN, plain labels, at most one well-formed EDNS OPT) and returns None for anythin
 then takes the slow path (resolver/resolve.py: dnslib, the rules, the forwarder).
 
 `HotCache` keeps finished answers encoded once by the slow path, keyed by (sandbox, lowercased
-question name on the wire, type, EDNS/DO/CD bits). A reply is the client's own id, the flags
+question name on the wire, type, EDNS/DO/CD/AD bits). A reply is the client's own id, the flags
 (QR, RA, the client's RD, the rcode), the counts, the client's own question bytes, then the
 entry's tail: every record after the question. dnslib writes each answer owner as a pointer to
 offset 12, the question name, so the owner takes the client's case (R2) for free; an entry whose
@@ -47,6 +47,7 @@ DEFAULTS_CHECK_INTERVAL = 1.0  # seconds between looks at the default upstreams
 EDNS = 1  # an OPT record: the reply echoes one
 DO = 2  # DNSSEC OK (a forwarded reply may carry signatures)
 CD = 4  # checking disabled (a forwarded reply may hold unvalidated data)
+AD = 8  # the client understands AD: an upstream sets AD only then (RFC 6840 5.7)
 
 HEADER_SIZE = 12
 QTYPE_OPT = 41
@@ -92,7 +93,7 @@ def parse_question(data: bytes) -> Question | None:
     name = data[HEADER_SIZE:name_end]
     if b"." in name and _dot_inside_label(name):
         return None
-    bits = CD if data[3] & 0x10 else 0
+    bits = (CD if data[3] & 0x10 else 0) | (AD if data[3] & 0x20 else 0)
     arcount = data[11]
     if arcount == 0:
         if question_end != end:

@@ -34,6 +34,7 @@ class CacheKey:
     edns: bool  # the client sent an OPT record: the reply carries one too
     do: bool  # DNSSEC OK: the reply carries signatures
     cd: bool  # checking disabled: the reply may hold data that failed validation
+    ad: bool  # the client understands AD: an upstream sets AD only then (RFC 6840 5.7)
 
 
 def cache_key(upstreams: tuple[str, ...], request: DNSRecord) -> CacheKey:
@@ -46,6 +47,7 @@ def cache_key(upstreams: tuple[str, ...], request: DNSRecord) -> CacheKey:
         edns=opt is not None,
         do=opt is not None and bool(opt.ttl & DO_BIT),
         cd=bool(request.header.cd),
+        ad=bool(request.header.ad),
     )
 
 

@@ -181,7 +181,7 @@ def test_r13_key_per_upstream_set_and_scope():
     assert cache.get(cache_key(("sandbox-1", "127.1.2.3:53"), request), request) is None
 
 
-def test_r13_key_separates_type_class_edns_do_and_cd():
+def test_r13_key_separates_type_class_edns_do_cd_and_ad():
     base = cache_key(UPSTREAMS, question())
     assert cache_key(UPSTREAMS, question("WEB.example.")) == base
     assert cache_key(UPSTREAMS, question(qtype="AAAA")) != base
@@ -194,6 +194,11 @@ def test_r13_key_separates_type_class_edns_do_and_cd():
     checking_disabled = question()
     checking_disabled.header.cd = 1
     assert cache_key(UPSTREAMS, checking_disabled) != base
+    # An upstream sets AD only for a client that asked with AD (or DO): that reply is not
+    # for a client that did not (RFC 6840 5.7).
+    understands_ad = question()
+    understands_ad.header.ad = 1
+    assert cache_key(UPSTREAMS, understands_ad) != base
 
 
 def test_r13_opt_record_kept_and_not_counted_down():

@@ -44,7 +44,7 @@ from resolver.forward.cache import cache_key
 from resolver.names import NameTable, Upstreams
 from resolver.resolve import Resolver
 from resolver.server import Listener, new_event_loop
-from resolver.wire import CD, DO, EDNS, SHUFFLED_ORDERS, HotCache, parse_question
+from resolver.wire import AD, CD, DO, EDNS, SHUFFLED_ORDERS, HotCache, parse_question
 
 # -- building queries and a table -------------------------------------------------------------
 
@@ -191,6 +191,9 @@ def test_parse_question_edns_with_options_do_and_cd_bits() -> None:
     data[3] |= 0x10  # CD
     parsed = parse_question(bytes(data))
     assert parsed is not None and parsed[4] == EDNS | DO | CD
+    data[3] |= 0x20  # AD: an upstream's AD is only for a client that sets it (RFC 6840 5.7)
+    parsed = parse_question(bytes(data))
+    assert parsed is not None and parsed[4] == EDNS | DO | CD | AD
 
 
 def _with(data: bytes, offset: int, value: bytes) -> bytes:
