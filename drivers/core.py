@@ -234,6 +234,7 @@ class DriverCore:
         self._state = State()
         self._ipam = Ipam()
         self._started = False
+        self._tasks_intent: Intent | None = None  # the service change in flight (_intend_task)
         # Set by the daemon before start() when it runs with --store etcd://: overlay networks,
         # cluster services and their addresses go through it.
         self.cluster: Cluster | None = None
@@ -1069,6 +1070,7 @@ class DriverCore:
                 self._store.save(state)
             except BaseException:
                 undo.run()
+                self._end_tasks_intent()
                 raise
             self._state = state
             log.info(
@@ -1077,6 +1079,7 @@ class DriverCore:
                 ", ".join(str(v.address) for v in service.vips) or "none",
             )  # fmt: skip
             self._emit([ServiceUpdated(service), *events])
+            self._end_tasks_intent()
             self._publish(_attached(events))
             if service.mode is EndpointMode.VIP:
                 self._route_vips(service.networks)
@@ -1125,6 +1128,7 @@ class DriverCore:
             self._store.save(state)
         except BaseException:
             undo.run()
+            self._end_tasks_intent()
             raise
         self._release(removed)
         self._state = state
@@ -1133,6 +1137,7 @@ class DriverCore:
             service.name, service.replicas, len(_tasks(state, service.id)), before,
         )  # fmt: skip
         self._emit([ServiceUpdated(service), *events])
+        self._end_tasks_intent()
         self._publish(_attached(events))
         if service.mode is EndpointMode.VIP:
             self._route_vips(service.networks)
@@ -1239,6 +1244,7 @@ class DriverCore:
             replace(self._allocate(_Attachment(n, (), None, None), sandbox, undo), task=task)
             for n in networks
         ]
+        self._intend_task(sandbox, endpoints, task.name)
         path = self._namespaces.create(task.name)
         undo.push(f"remove namespace {path}", lambda: self._namespaces.remove(task.name))
         sandbox = replace(sandbox, netns=path)
@@ -1248,6 +1254,25 @@ class DriverCore:
         for endpoint in joined:
             state.endpoints[endpoint.id] = endpoint
         return [SandboxCreated(sandbox), *(EndpointAttached(e) for e in joined)]
+
+    def _intend_task(self, sandbox: Sandbox, endpoints: list[Endpoint], netns: str) -> None:
+        """Add a task about to be made to the intent of the service change in flight (see
+        store.Intent): a kill before that change's save leaves the namespaces and links of
+        all its new tasks for the next start to remove."""
+        held = self._tasks_intent or Intent("service tasks")
+        self._tasks_intent = replace(
+            held,
+            sandboxes=(*held.sandboxes, sandbox),
+            endpoints=(*held.endpoints, *endpoints),
+            netns=(*held.netns, (sandbox.id, netns)),
+        )
+        self._store.begin(self._tasks_intent)
+
+    def _end_tasks_intent(self) -> None:
+        """The service change has ended: saved and heard, or undone."""
+        if self._tasks_intent is not None:
+            self._tasks_intent = None
+            self._store.end()
 
     # -- the cluster (drivers/cluster) --------------------------------------------------------
 
@@ -1288,6 +1313,7 @@ class DriverCore:
             self._release(removed)  # this host's tasks that stopped
             self._state = state
             self._emit(events)
+            self._end_tasks_intent()
             self._program_peers(peers, full=own is not None)
             self._publish(_attached(events))
             if own is not None:

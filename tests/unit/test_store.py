@@ -6,12 +6,13 @@ import json
 import os
 import signal
 import stat
+from collections import Counter
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 
 import pytest
 
-from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec
+from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec, ServiceSpec
 from drivers.errors import Conflict, Invalid, Unsupported
 from drivers.model import (
     Driver,
@@ -375,16 +376,19 @@ class FileNamespaces:
 
 class FileDriver:
     """Links as files `<endpoint id>` in a directory; SIGKILLs its own process in the call
-    named by `kill_in`, right after doing it."""
+    named by `kill_in` ("join", or "join#2" for the second join), right after doing it."""
 
     def __init__(self, kind: Driver, links: Path, kill_in: str = "") -> None:
         self.kind = kind
         self.links = links
         self.kill_in = kill_in
+        self.calls: Counter[str] = Counter()
         links.mkdir(exist_ok=True)
 
     def _maybe_die(self, call: str) -> None:
-        if self.kill_in == call:  # network calls are named with their network: "call:name"
+        self.calls[call] += 1
+        # Network calls are named with their network: "call:name".
+        if self.kill_in in (call, f"{call}#{self.calls[call]}"):
             os.kill(os.getpid(), signal.SIGKILL)
 
     def check_supported(self) -> None:
@@ -465,8 +469,14 @@ def _whole(core: DriverCore, namespaces: FileNamespaces, bridge: FileDriver) -> 
         ("leave", lambda c: c.disconnect("app", "web"), {"web"}),
         ("create_network:db-net", lambda c: c.create_network(NetworkSpec("db-net")), {"web"}),
         ("remove_network:db-net", lambda c: c.remove_network("db-net"), {"web"}),
+        # Killed while the second of three tasks joins: no task was saved, none may be left.
+        (
+            "join#2",
+            lambda c: c.create_service(ServiceSpec("api", ("app",), 3, "dnsrr")),
+            {"web"},
+        ),
     ],
-    ids=["create", "connect", "rm", "disconnect", "net-create", "net-rm"],
+    ids=["create", "connect", "rm", "disconnect", "net-create", "net-rm", "service-create"],
 )
 def test_change_killed_mid_way_is_done_wholly_or_not_at_all_after_restart(
     tmp_path, kill_in, change, listed
