@@ -168,12 +168,12 @@ def lookup_dependencies(qname: str, qtype: int) -> tuple[str, ...]:
 
     Mirrors lookup: a name is tried whole and as every R3 prefix (`a.b` of `a.b.c`), which also
     covers `tasks.<svc>`; an SRV question also tries its service part after `_port._proto.`;
-    PTR depends on the address only, named by its canonical reverse name.
+    PTR of a reverse name depends on the address only, named by its canonical reverse name;
+    PTR of any other name is an R7 question about that name.
     """
     name = normalize(qname)
-    if qtype == QTYPE_PTR:
-        address = reverse_address(name)
-        return (address.reverse_pointer,) if address is not None else ()
+    if qtype == QTYPE_PTR and (address := reverse_address(name)) is not None:
+        return (address.reverse_pointer,)
     labels = name.split(".") if name else []
     names = dict.fromkeys(_prefixes(labels))
     if qtype == QTYPE_SRV and len(labels) >= 3:
@@ -476,7 +476,8 @@ class NameTable:
     def _lookup_ptr(self, indices: list[_NetworkIndex], name: str) -> Lookup | None:
         address = reverse_address(name)
         if address is None:
-            return None
+            # `web` PTR: a question about a name, like any other type (R7: NODATA if local).
+            return self._lookup_name(indices, name, QTYPE_PTR)
         for index in indices:
             target = index.ptr_name(address)
             if target is not None:

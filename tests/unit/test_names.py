@@ -35,6 +35,7 @@ from resolver.names import (
     NameTable,
     Outcome,
     Rule,
+    lookup_dependencies,
     reverse_address,
 )
 
@@ -264,7 +265,8 @@ def test_r6_aaaa_on_ipv6_network(topo: Topology) -> None:
     assert topo.table.lookup(a.id, "b", QTYPE_A).addresses == addrs("10.13.0.3")
 
 
-@pytest.mark.parametrize("qtype", [QTYPE_MX, QTYPE_TXT, 257, QTYPE_SRV])
+# PTR of a name that is not a reverse name is a question about that name like any other.
+@pytest.mark.parametrize("qtype", [QTYPE_MX, QTYPE_TXT, 257, QTYPE_SRV, QTYPE_PTR])
 def test_r7_other_types_for_local_names_are_nodata(topo: Topology, qtype: int) -> None:
     n = topo.network("n")
     a, b = topo.sandbox("a"), topo.sandbox("b")
@@ -272,6 +274,12 @@ def test_r7_other_types_for_local_names_are_nodata(topo: Topology, qtype: int) -
     topo.attach(b, n, "10.14.0.3")
     found = topo.table.lookup(a.id, "b", qtype)
     assert (found.rule, found.outcome) == (Rule.R7_OTHER_TYPE, Outcome.NODATA)
+
+
+def test_r7_ptr_of_a_name_depends_on_the_name_and_of_a_reverse_name_on_the_address() -> None:
+    # What the hot cache drops on a change: `web` PTR must go when `web` changes.
+    assert set(lookup_dependencies("Web.App", QTYPE_PTR)) == {"web.app", "web"}
+    assert lookup_dependencies("3.0.14.10.IN-ADDR.ARPA.", QTYPE_PTR) == ("3.0.14.10.in-addr.arpa",)
 
 
 def test_r7_any_answers_a_and_aaaa(topo: Topology) -> None:
