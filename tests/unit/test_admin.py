@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,52 +26,9 @@ from drivers.model import Driver, Endpoint, Network, Sandbox
 from drivers.store import LocalStore
 from resolver.admin import AdminOps, make_app
 from resolver.names import QTYPE_A, QTYPE_AAAA, QTYPE_PTR, QTYPE_SRV, NameTable, Outcome
+from tests.unit.doubles import PathNamespaces, QuietDriver
 
 # -- the AdminOps under test ----------------------------------------------------------------
-
-
-class QuietDriver:
-    """A driver that makes nothing; join picks a MAC as a real one would."""
-
-    def __init__(self, kind: Driver) -> None:
-        self.kind = kind
-
-    def check_supported(self) -> None:
-        pass
-
-    def validate(self, network: Network) -> None:
-        pass
-
-    def create_network(self, network: Network) -> None:
-        pass
-
-    def remove_network(self, network: Network) -> None:
-        pass
-
-    def join(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> Endpoint:
-        return replace(endpoint, mac="02:42:0a:00:00:" + endpoint.id[:2])
-
-    def leave(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> None:
-        pass
-
-
-class PathNamespaces:
-    """Named namespaces as paths in a set; adopted ones are the paths in `adoptable`."""
-
-    def __init__(self) -> None:
-        self.live: set[str] = set()
-        self.adoptable: set[str] = set()
-
-    def create(self, name: str) -> str:
-        path = f"/run/netns/{name}"
-        self.live.add(path)
-        return path
-
-    def remove(self, name: str) -> None:
-        self.live.discard(f"/run/netns/{name}")
-
-    def exists(self, path: str) -> bool:
-        return path in self.live or path in self.adoptable
 
 
 _QTYPES = {"A": QTYPE_A, "AAAA": QTYPE_AAAA, "PTR": QTYPE_PTR, "SRV": QTYPE_SRV}

@@ -28,13 +28,10 @@ from drivers.core import (
 from drivers.errors import Conflict, Invalid, NotFound
 from drivers.model import (
     Driver,
-    Endpoint,
     EndpointAttached,
     EndpointDetached,
     EndpointMode,
     Event,
-    Network,
-    Sandbox,
     SandboxCreated,
     SandboxRemoved,
     ServicePort,
@@ -44,61 +41,9 @@ from drivers.model import (
 from drivers.store import STATE_FILE, LocalStore
 from drivers.vip import VipRoute
 from resolver.names import QTYPE_A, QTYPE_PTR, QTYPE_SRV, NameTable, Outcome, Rule
+from tests.unit.doubles import NamespacesFailed, PathNamespaces, QuietDriver
 
 TASK_NAME = re.compile(r"^web\.(\d+)\.[a-z0-9]{25}$")
-
-
-class Failed(Exception):
-    pass
-
-
-class QuietDriver:
-    def __init__(self, kind: Driver) -> None:
-        self.kind = kind
-        self.left: list[str] = []
-
-    def check_supported(self) -> None:
-        pass
-
-    def validate(self, network: Network) -> None:
-        pass
-
-    def create_network(self, network: Network) -> None:
-        pass
-
-    def remove_network(self, network: Network) -> None:
-        pass
-
-    def join(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> Endpoint:
-        return replace(endpoint, mac="02:42:00:00:00:01")
-
-    def leave(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> None:
-        self.left.append(sandbox.name)
-
-
-class Namespaces:
-    """Paths in a set; `fail_after` makes the n-th create from now on fail (undo tests). One
-    instance outlives a DriverCore, as the kernel's namespaces outlive the daemon."""
-
-    def __init__(self) -> None:
-        self.live: set[str] = set()
-        self.fail_after: int | None = None
-
-    def create(self, name: str) -> str:
-        if self.fail_after is not None:
-            if self.fail_after == 0:
-                raise Failed(f"create {name}")
-            self.fail_after -= 1
-        path = f"/run/netns/{name}"
-        assert path not in self.live
-        self.live.add(path)
-        return path
-
-    def remove(self, name: str) -> None:
-        self.live.discard(f"/run/netns/{name}")
-
-    def exists(self, path: str) -> bool:
-        return path in self.live
 
 
 class Routes:
@@ -114,9 +59,9 @@ class Routes:
 
 
 class Harness:
-    def __init__(self, root: Path, namespaces: Namespaces | None = None) -> None:
+    def __init__(self, root: Path, namespaces: PathNamespaces | None = None) -> None:
         self.root = root
-        self.namespaces = namespaces or Namespaces()
+        self.namespaces = namespaces or PathNamespaces()
         self.routes = Routes()
         self.table = NameTable()
         self.events: list[Event] = []
@@ -402,7 +347,7 @@ def test_a_network_with_a_service_cannot_be_removed(h):
 
 def test_failed_task_start_undoes_everything(h):
     h.namespaces.fail_after = 1  # the second task's namespace fails
-    unchanged(h, lambda: h.core.create_service(web()), Failed, "create web.2.")
+    unchanged(h, lambda: h.core.create_service(web()), NamespacesFailed, "create web.2.")
     h.namespaces.fail_after = None
     service = h.core.create_service(web())
     # Addresses and VIP went back: a third of a /24 is plenty, but next-fit would skip them;
@@ -410,7 +355,7 @@ def test_failed_task_start_undoes_everything(h):
     assert len(h.task_addresses("web")) == 3 and service.vips
     h.core.create_service(replace(web(1), name="api"))
     h.namespaces.fail_after = 0
-    unchanged(h, lambda: h.core.scale_service("api", 2), Failed, "create api.2.")
+    unchanged(h, lambda: h.core.scale_service("api", 2), NamespacesFailed, "create api.2.")
     assert h.core.service("api").replicas == 1
 
 

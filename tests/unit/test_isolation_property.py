@@ -38,7 +38,7 @@ import random
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -65,6 +65,7 @@ from resolver.answer import base_reply
 from resolver.forward.forwarder import ForwardResult
 from resolver.names import NameTable, Upstreams
 from resolver.resolve import Resolver
+from tests.unit.doubles import PathNamespaces, QuietDriver
 
 # Dotted network names make R3 split names two ways: `x.x.z` is `x.x.z`, `x.x` on network `z`
 # or `x` on network `x.z`. No name is all hex digits: the core takes a ref that is not a name as
@@ -84,47 +85,6 @@ STUB_SERVER = "127.53.53.53"
 
 
 # -- the system under test: the core, its events into the table, the resolver ---------------
-
-
-class QuietDriver:
-    """A network driver that makes nothing (the names do not depend on the links)."""
-
-    def __init__(self, kind: Driver) -> None:
-        self.kind = kind
-
-    def check_supported(self) -> None:
-        pass
-
-    def validate(self, network: Network) -> None:
-        pass
-
-    def create_network(self, network: Network) -> None:
-        pass
-
-    def remove_network(self, network: Network) -> None:
-        pass
-
-    def join(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> Endpoint:
-        return replace(endpoint, mac="02:42:00:00:00:01")
-
-    def leave(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> None:
-        pass
-
-
-class PathNamespaces:
-    def __init__(self) -> None:
-        self.live: set[str] = set()
-
-    def create(self, name: str) -> str:
-        path = f"/run/netns/{name}"
-        self.live.add(path)
-        return path
-
-    def remove(self, name: str) -> None:
-        self.live.discard(f"/run/netns/{name}")
-
-    def exists(self, path: str) -> bool:
-        return path in self.live
 
 
 class NoRoutes:
