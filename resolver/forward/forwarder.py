@@ -8,6 +8,8 @@ flight; beyond that a query gets SERVFAIL at once (R14) and a rate-limited log l
 Within that cap each sandbox holds at most `max_inflight_per_sandbox` (by default a quarter of
 it, at least 8): one sandbox flooding names that go upstream, say to a dead server, fills only
 its own share and gets the immediate SERVFAIL beyond it, while the others keep room to forward.
+And a sandbox with nothing in flight may always forward one query, even when several flooding
+sandboxes fill the whole cap between them: the cap is overshot by at most one per sandbox.
 """
 
 from __future__ import annotations
@@ -147,10 +149,10 @@ class Forwarder:
             cached = self.cache.get(key, request)
             if cached is not None:
                 return ForwardResult(cached, "cache", elapsed=time.monotonic() - started)
-        if self.inflight >= self.max_inflight:
+        by_sandbox = self._inflight_by_sandbox
+        if self.inflight >= self.max_inflight and (sandbox_id is None or sandbox_id in by_sandbox):
             self._log_overload()
             return ForwardResult(servfail(request), "overload")
-        by_sandbox = self._inflight_by_sandbox
         if sandbox_id is not None:
             held = by_sandbox.get(sandbox_id, 0)
             if held >= self.max_inflight_per_sandbox:

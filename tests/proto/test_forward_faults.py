@@ -410,6 +410,33 @@ def test_r14_one_sandbox_over_its_share_does_not_take_the_others_room() -> None:
         assert forwarder.inflight == 0
 
 
+def test_r14_a_quiet_sandbox_forwards_even_when_flooders_fill_the_whole_cap() -> None:
+    async def scenario(forwarder: Forwarder, upstream: FaultUpstream) -> None:
+        async def ask_for(sandbox: str) -> ForwardResult:
+            request = DNSRecord.question("svc.example")
+            return await forwarder.forward(
+                request, request.pack(), Upstreams(), tcp=False, sandbox_id=sandbox
+            )
+
+        # Two flooders, each at its share: the cap of 4 is full between them.
+        flood = [asyncio.create_task(ask_for(s)) for s in ("a", "a", "b", "b")]
+        await asyncio.sleep(0.1)
+        assert forwarder.inflight == forwarder.max_inflight
+        assert (await ask_for("a")).path == "overload"  # a flooder: refused at once
+        upstream.mode = Fault.ANSWER
+        quiet = [asyncio.create_task(ask_for("c")) for _ in range(2)]
+        assert [(await t).path for t in quiet] == ["upstream", "overload"]  # one, not more
+        upstream.mode = Fault.SILENT
+        for task in flood:
+            assert (await task).path == "servfail"
+
+    with FaultUpstream(Fault.SILENT) as upstream:
+        forwarder = forwarder_for(upstream, max_inflight=4, max_inflight_per_sandbox=2, budget=0.5)
+        asyncio.run(scenario(forwarder, upstream))
+        assert forwarder.inflight_peak == 5  # the cap, and the quiet sandbox's one
+        assert forwarder.inflight == 0
+
+
 def test_r14_share_defaults_to_a_quarter_of_the_cap_and_at_least_eight() -> None:
     assert forwarder_for(max_inflight=1024).max_inflight_per_sandbox == 256
     assert forwarder_for(max_inflight=10).max_inflight_per_sandbox == 8
