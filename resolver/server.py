@@ -362,8 +362,8 @@ class _TcpConnection(asyncio.Protocol):
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
-        if self._closed:
-            return
+        if self._closed or self._eof:
+            return  # after a zero-length message nothing more is read
         self._last_activity = self._loop.time()
         if not self._buffer:
             self._partial_since = self._last_activity
@@ -404,7 +404,7 @@ class _TcpConnection(asyncio.Protocol):
         while len(self._inflight) < self._config.max_tcp_pipeline and len(buffer) - offset >= 2:
             length = int.from_bytes(buffer[offset : offset + FRAME_PREFIX], "big")
             if length == 0:
-                self._close("zero-length message")
+                self._stop_reading("zero-length message")
                 return
             end = offset + FRAME_PREFIX + length
             if len(buffer) < end:
@@ -418,6 +418,14 @@ class _TcpConnection(asyncio.Protocol):
         if taken and buffer:
             self._partial_since = self._loop.time()  # what is left is the next message's start
         self._update_reading()
+
+    def _stop_reading(self, reason: str) -> None:
+        """Take no more messages (the client broke the framing), but send the answers already
+        started before closing: like an EOF, not an abort."""
+        self._eof = True
+        self._buffer.clear()
+        if not self._inflight:
+            self._close(reason)
 
     def _start_query(self, message: bytes) -> None:
         self._listener.stats.tcp_queries += 1
