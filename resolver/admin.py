@@ -177,7 +177,8 @@ class Body:
                 raise Invalid(f"field {field!r} is required (a number)")
             return default
         if not isinstance(value, int) or isinstance(value, bool):
-            raise Invalid(f"field {field!r} must be a whole number, not {_json_type(value)}")
+            shown = repr(value) if isinstance(value, float) else _json_type(value)
+            raise Invalid(f"field {field!r} must be a whole number, not {shown}")
         return value
 
     def number(self, field: str) -> float:
@@ -186,7 +187,10 @@ class Body:
             raise Invalid(f"field {field!r} is required (a number)")
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise Invalid(f"field {field!r} must be a number, not {_json_type(value)}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise Invalid(f"field {field!r} is out of range") from None
 
     def texts(self, field: str) -> tuple[str, ...]:
         value = self._data.get(field)
@@ -225,6 +229,8 @@ async def read_body(request: web.Request, allowed: tuple[str, ...]) -> Body:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise Invalid(f"the request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise Invalid("the request body is nested too deeply to be read") from None
     if not isinstance(data, dict):
         raise Invalid(f"the request body must be a JSON object, not {_json_type(data)}")
     return Body(data, allowed)

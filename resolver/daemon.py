@@ -253,9 +253,10 @@ class Daemon:
             raise Invalid(f"type {qtype!r}: not a DNS record type (try A, AAAA, PTR, SRV, MX, TXT)")
         try:
             request = DNSRecord.question(name, qtype)
+            query = request.pack()  # a name over 255 octets fails only here
         except Exception as exc:
             raise Invalid(f"name {name!r}: {exc}") from exc
-        decision = await self.resolver.decide(sandbox_id, request, request.pack(), tcp=False)
+        decision = await self.resolver.decide(sandbox_id, request, query, tcp=False)
         reply = DNSRecord.parse(decision.reply)
         return {
             "from": sandbox_ref,

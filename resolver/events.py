@@ -99,7 +99,8 @@ class Bound:
 def parse_bound(text: str, what: str, now: float | None = None) -> Bound:
     """`42` (a seq), `2026-01-02T03:04:05Z` (RFC 3339) or `10m`, `1h30m`, `45s` (that long ago)."""
     text = text.strip()
-    if text.isdigit():
+    # ASCII digits only (str.isdigit takes '²'), and few enough for int() and for a sequence.
+    if re.fullmatch(r"[0-9]{1,18}", text):
         return Bound(seq=int(text))
     match = _DURATION.match(text)
     if match and any(match.groups()):
