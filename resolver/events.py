@@ -181,7 +181,12 @@ class EventLog:
         """The short fields of an event's line, then the object (`to_json`) under its kind."""
         match event:
             case NetworkCreated(network) | NetworkRemoved(network):
-                self._network_names[network.id] = network.name
+                if isinstance(event, NetworkRemoved):
+                    # Its endpoints were detached first (drivers/core.py), so no later event
+                    # names it; kept, the names of every network ever removed would pile up.
+                    self._network_names.pop(network.id, None)
+                else:
+                    self._network_names[network.id] = network.name
                 return {
                     "network": network.name,
                     "driver": network.driver.value,
