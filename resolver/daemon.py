@@ -41,7 +41,7 @@ from drivers.cluster.view import Change
 from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec, ServiceSpec
 from drivers.errors import Invalid, NetdnsError
 from drivers.ipam import parse_address
-from drivers.model import Endpoint, Event, Network, Sandbox, Service
+from drivers.model import Endpoint, Event, Network, Sandbox, SandboxRemoved, Service
 from drivers.namespaces import Namespaces
 from drivers.registry import default_drivers
 from drivers.store import LocalStore
@@ -204,6 +204,8 @@ class Daemon:
     async def _apply(self, event: Event, emitted: int) -> None:
         try:
             await self.listeners.apply(event)
+            if isinstance(event, SandboxRemoved):
+                self.forwarder.health.forget(event.sandbox.id)  # its own upstreams' health
         finally:
             # Logged even when the table or a listener failed: the core's state has changed.
             self.event_lag.observe_ns(time.perf_counter_ns() - emitted)

@@ -104,6 +104,12 @@ class Health:
     def succeeded(self, upstream: Hashable) -> None:
         self._failing.pop(upstream, None)
 
+    def forget(self, scope: Hashable) -> None:
+        """Drop what is remembered of the upstreams keyed (SCOPE, server): a sandbox that is
+        gone (its own upstreams' failures would otherwise stay until they answered again)."""
+        for key in [k for k in self._failing if isinstance(k, tuple) and k[0] == scope]:
+            del self._failing[key]
+
 
 async def ask(
     server: Server,

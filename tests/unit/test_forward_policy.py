@@ -120,6 +120,14 @@ def test_r11_health_keeps_order_until_max_failures():
     assert health.order(["a", "b", "c"]) == ["b", "c", "a"]
 
 
+def test_r11_health_of_a_removed_sandboxs_own_upstreams_is_forgotten():
+    health = Health(max_failures=1, clock=Clock())
+    for key in [("box1", "a"), ("box1", "b"), ("box2", "a"), ("", "a")]:
+        health.failed(key)
+    health.forget("box1")
+    assert health.down() == {("box2", "a"), ("", "a")}
+
+
 def test_r11_health_success_resets_the_count():
     health = Health(max_failures=3, clock=Clock())
     health.failed("a")
