@@ -41,7 +41,6 @@ import struct
 import zlib
 from collections import Counter
 from collections.abc import Coroutine, Iterator
-from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from dnslib import (
@@ -61,25 +60,33 @@ from dnslib import (
 )
 
 from drivers.model import (
-    Driver,
-    Endpoint,
     EndpointAttached,
-    EndpointMode,
     Event,
-    Network,
     NetworkCreated,
     Sandbox,
     SandboxCreated,
-    Service,
-    ServicePort,
     ServiceUpdated,
-    Task,
-    VirtualIP,
 )
 from resolver.forward import AnswerCache, Forwarder, ForwardResult
 from resolver.forward.forwarder import servfail
 from resolver.names import NameTable
 from resolver.resolve import Resolver
+from tests.unit.test_hot_path_property import (
+    API,
+    APP,
+    CLIENT,
+    DB,
+    DOTTED,
+    INTERNAL,
+    LONER,
+    NDOTS,
+    POOL,
+    WEB,
+    box,
+    ep,
+    task_of,
+)
+from tests.unit.test_hot_path_property import RR as RRSVC
 
 log = logging.getLogger(__name__)
 
@@ -97,43 +104,10 @@ STUB_UPSTREAM = "127.77.0.53:53"  # never contacted: StubForwarder answers in pr
 
 # -- the name table ------------------------------------------------------------------------
 
-APP = Network(id="n-app", name="appnet", driver=Driver.BRIDGE, ipv6=True)
-DOTTED = Network(id="n-dot", name="other.net", driver=Driver.BRIDGE)
-INTERNAL = Network(id="n-int", name="backstage", driver=Driver.BRIDGE, internal=True)
-
-
-def box(name: str, **kw: Any) -> Sandbox:
-    return Sandbox(id=f"{name:0<12}" + "ef" * 26, name=name, **kw)
-
-
-def ep(sandbox: Sandbox, network: Network, v4: str, v6: str | None = None, **kw: Any) -> Endpoint:
-    return Endpoint(
-        id=f"ep-{sandbox.name}-{network.id}", network_id=network.id, sandbox_id=sandbox.id,
-        name=sandbox.name, ipv4=IPv4Address(v4), ipv6=IPv6Address(v6) if v6 else None, **kw,
-    )  # fmt: skip
-
-
-CLIENT = box("client")  # on appnet and other.net
-LONER = box("loner")  # on the internal network only (R12)
-NDOTS = box("ndots", dns_options=("ndots:1",))  # R12b
+# The hot-path property test's topology (the same names, so the fuzz target and that test
+# exercise one table), plus a sandbox with upstreams of its own.
 OWNUP = box("ownup", dns_servers=("127.77.1.53",))  # its own upstreams (R11: from the sandbox)
 ASKERS = (CLIENT, LONER, NDOTS, OWNUP)
-WEB, DB = box("web", hostname="webhost"), box("db")
-POOL = [box(f"p{i}") for i in range(3)]
-API = Service(
-    id="s-api", name="api", networks=(APP.id,),
-    vips=(VirtualIP(APP.id, IPv4Address("10.1.0.100")),), ports=(ServicePort("http", "tcp", 80),),
-)  # fmt: skip
-RRSVC = Service(
-    id="s-rr", name="rr", networks=(APP.id,), mode=EndpointMode.DNSRR,
-    ports=(ServicePort("dns", "udp", 53),),
-)  # fmt: skip
-
-
-def task_of(service: Service, slot: int, v4: str) -> tuple[Sandbox, Endpoint]:
-    sandbox = box(f"{service.name}{slot}")
-    task = Task(service.id, service.name, slot, f"{service.name}t{slot}")
-    return sandbox, ep(sandbox, APP, v4, task=task)
 
 
 TASKS = [task_of(API, 1, "10.1.0.11"), task_of(API, 2, "10.1.0.12"), task_of(RRSVC, 1, "10.1.0.21")]
