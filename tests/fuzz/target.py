@@ -62,31 +62,22 @@ from dnslib import (
 from drivers.model import (
     EndpointAttached,
     Event,
-    NetworkCreated,
     Sandbox,
     SandboxCreated,
-    ServiceUpdated,
 )
 from resolver.forward import AnswerCache, Forwarder, ForwardResult
 from resolver.forward.forwarder import servfail
 from resolver.names import NameTable
 from resolver.resolve import Resolver
 from tests.unit.test_hot_path_property import (
-    API,
     APP,
     CLIENT,
-    DB,
-    DOTTED,
-    INTERNAL,
     LONER,
     NDOTS,
-    POOL,
-    WEB,
+    base_events,
     box,
     ep,
-    task_of,
 )
-from tests.unit.test_hot_path_property import RR as RRSVC
 
 log = logging.getLogger(__name__)
 
@@ -110,32 +101,10 @@ OWNUP = box("ownup", dns_servers=("127.77.1.53",))  # its own upstreams (R11: fr
 ASKERS = (CLIENT, LONER, NDOTS, OWNUP)
 
 
-TASKS = [task_of(API, 1, "10.1.0.11"), task_of(API, 2, "10.1.0.12"), task_of(RRSVC, 1, "10.1.0.21")]
-
-
 def table_events() -> list[Event]:
-    """A few networks, containers with aliases and v4+v6, a shared alias, two services."""
-    events: list[Event] = [NetworkCreated(n) for n in (APP, DOTTED, INTERNAL)]
-    events += [ServiceUpdated(API), ServiceUpdated(RRSVC)]
-    for sandbox in (*ASKERS, WEB, DB, *POOL, *(t[0] for t in TASKS)):
-        events.append(SandboxCreated(sandbox))
-    events += [
-        EndpointAttached(ep(CLIENT, APP, "10.1.0.4")),
-        EndpointAttached(ep(CLIENT, DOTTED, "10.2.0.4")),
-        EndpointAttached(ep(LONER, INTERNAL, "10.9.0.4")),
-        EndpointAttached(ep(NDOTS, APP, "10.1.0.5")),
-        EndpointAttached(ep(OWNUP, APP, "10.1.0.6")),
-        EndpointAttached(ep(WEB, APP, "10.1.0.2", "fd00::2", aliases=("www",))),
-        EndpointAttached(ep(DB, APP, "10.1.0.3", aliases=("a.b",))),
-        EndpointAttached(ep(DB, DOTTED, "10.2.0.3")),
-        *(
-            EndpointAttached(ep(p, APP, f"10.1.1.{i}", "fd00::1:0" if i == 0 else None,
-                                aliases=("pool",)))
-            for i, p in enumerate(POOL)
-        ),
-        *(EndpointAttached(t[1]) for t in TASKS),
-    ]  # fmt: skip
-    return events
+    """The hot-path property test's table (networks, containers with aliases and v4+v6, a
+    shared alias, a VIP and a DNSRR service), and OWNUP."""
+    return [*base_events(), SandboxCreated(OWNUP), EndpointAttached(ep(OWNUP, APP, "10.1.0.6"))]
 
 
 # -- the stub upstream ---------------------------------------------------------------------
