@@ -15,7 +15,9 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import math
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -106,3 +108,22 @@ def check_sample(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise Invalid(f"sample {value!r}: give a number from 0 (off) to 1 (every query), e.g. 0.01")
     return float(value)
+
+
+@dataclass(slots=True)
+class LogThrottle:
+    """One message per `interval` seconds for a kind of event that bad input or a flood can
+    repeat at full rate, with the count of those held back so no event goes unsaid."""
+
+    interval: float
+    _last: float = -math.inf
+    _held: int = 0
+
+    def due(self, now: float) -> int | None:
+        """Count one event at `now`: None while the last message is recent, else the number of
+        events (this one included) its message speaks for."""
+        self._held += 1
+        if now - self._last < self.interval:
+            return None
+        held, self._held, self._last = self._held, 0, now
+        return held

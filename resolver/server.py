@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from drivers.errors import Conflict, Invalid
+from resolver.logs import LogThrottle
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -140,8 +141,7 @@ class Listener:
         self._server: asyncio.AbstractServer | None = None
         self._address: tuple[str, int] = ("", 0)
         self._closing = False
-        self._last_error_log = -ERROR_LOG_INTERVAL
-        self._errors_not_logged = 0
+        self._error_log = LogThrottle(ERROR_LOG_INTERVAL)
 
     @classmethod
     async def start(
@@ -261,17 +261,14 @@ class Listener:
         return reply
 
     def _log_handler_error(self) -> None:
-        now = time.monotonic()
-        if now - self._last_error_log < ERROR_LOG_INTERVAL:
-            self._errors_not_logged += 1
+        failures = self._error_log.due(time.monotonic())
+        if failures is None:
             return
         log.exception(
             "listener %s: handler failed (%d more failures since the last report)",
             self.sandbox_id,
-            self._errors_not_logged,
+            failures - 1,
         )
-        self._last_error_log = now
-        self._errors_not_logged = 0
 
     def admit(self, connection: _TcpConnection) -> bool:
         if self._closing or len(self._connections) >= self.config.max_tcp_connections:

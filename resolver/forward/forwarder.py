@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from resolver.forward.cache import AnswerCache, cache_key
 from resolver.forward.policy import MAX_UPSTREAMS, Health, ask, moves_on, rcode_of, try_timeout
 from resolver.forward.pool import UdpPool
 from resolver.forward.upstream import Opener, Server, UpstreamFailed, parse_server
+from resolver.logs import LogThrottle
 from resolver.names import Upstreams
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,8 @@ class Forwarder:
         self.sandbox_inflight_peak = 0  # the most one sandbox ever had in flight at once
         self.upstream_failures: collections.Counter[str] = collections.Counter()  # by server
         self.upstream_answers: collections.Counter[str] = collections.Counter()
-        self._overload_logged_at = -math.inf
-        self._overload_unlogged = 0
-        self._share_logged_at = -math.inf
-        self._share_unlogged = 0
+        self._overload_log = LogThrottle(OVERLOAD_LOG_INTERVAL)
+        self._share_log = LogThrottle(OVERLOAD_LOG_INTERVAL)
         # Only sandboxes with forwards in flight have an entry: the dict stays as small as that.
         self._inflight_by_sandbox: dict[str, int] = {}
 
@@ -246,25 +244,21 @@ class Forwarder:
 
     def _log_overload(self) -> None:
         self.overloaded += 1
-        self._overload_unlogged += 1
-        now = time.monotonic()
-        if now - self._overload_logged_at < OVERLOAD_LOG_INTERVAL:
+        refused = self._overload_log.due(time.monotonic())
+        if refused is None:
             return
         log.warning(
             "%d forwarded queries in flight (--max-inflight %d): answered %d with SERVFAIL "
             "at once since the last message",
             self.inflight,
             self.max_inflight,
-            self._overload_unlogged,
+            refused,
         )
-        self._overload_logged_at = now
-        self._overload_unlogged = 0
 
     def _log_share_overload(self, sandbox_id: str) -> None:
         self.sandbox_overloaded += 1
-        self._share_unlogged += 1
-        now = time.monotonic()
-        if now - self._share_logged_at < OVERLOAD_LOG_INTERVAL:
+        refused = self._share_log.due(time.monotonic())
+        if refused is None:
             return
         log.warning(
             "sandbox %s has %d forwarded queries in flight, its share of the cap "
@@ -274,7 +268,5 @@ class Forwarder:
             self._inflight_by_sandbox.get(sandbox_id, 0),
             self.max_inflight_per_sandbox,
             self.max_inflight,
-            self._share_unlogged,
+            refused,
         )
-        self._share_logged_at = now
-        self._share_unlogged = 0

@@ -137,3 +137,11 @@ def test_sampled_query_log_every_query_at_1_and_none_at_0(query_records: Records
     assert all(r.container == "client1" for r in records)  # type: ignore[attr-defined]
     assert all(r.levelno == logging.INFO and r.name == "netdns.query" for r in records)
     assert "query web. A from client1: NOERROR by hot" in records[0].getMessage()
+
+
+def test_log_throttle_lets_one_message_through_per_interval_and_counts_the_rest() -> None:
+    throttle = logs.LogThrottle(10.0)
+    assert throttle.due(100.0) == 1
+    assert [throttle.due(t) for t in (101.0, 105.0, 109.9)] == [None, None, None]
+    assert throttle.due(110.0) == 4  # the three held back and this one
+    assert throttle.due(110.5) is None
