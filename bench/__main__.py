@@ -1,8 +1,10 @@
-"""`python -m bench`: netdns against its peers (aardvark-dns, dnsmasq), same names, same run.
+"""`python -m bench`: netdns against its peers (aardvark-dns, dnsmasq) and the Python ceiling
+(bench/ceiling.py), same names, same run.
 
 Builds the lab (bench/lab.py: namespaces, a bridge, the bench's dnsmasq upstream, every peer
 that is installed), runs each workload (bench/workloads.py) with dnsperf from each peer's client
-namespace, the peers interleaved run by run, then W1 at fixed rates with per-query latencies.
+namespace, the peers interleaved run by run, reading each server's CPU time from /proc around
+every run, then W1 and W7 at fixed rates with per-query latencies.
 Prints the markdown report (bench/report.py) and writes it to <out>/<date>.md, with the plots
 (bench/plots.py) in <out>/<date>/. Progress goes to stderr, one line per step; the lab is
 removed however the run ends (SIGINT and SIGTERM included).
@@ -21,7 +23,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from bench import dnsperf, plots
+from bench import dnsperf, plots, profile
+from bench.cpu import cpu_seconds
 from bench.dnsperf import DnsperfRun, Summary
 from bench.lab import Target, available, lab
 from bench.machine import environment
@@ -29,19 +32,20 @@ from bench.peers import Peer, parse_peers
 from bench.report import LatencyMeasurement, Measurement, Settings, render, reserve
 from bench.stats import format_ms, latency_percentiles
 from bench.upstream import require_dnsmasq
-from bench.workloads import W1, WORKLOADS, Workload, Zone, select
+from bench.workloads import W1, W7, WORKLOADS, Workload, Zone, select
 from drivers.errors import Invalid, NetdnsError, NotFound
 
 log = logging.getLogger("bench")
 
-DEFAULT_DURATION = 10.0
+DEFAULT_DURATION = 5.0
 QUICK_DURATION = 3.0
-DEFAULT_RUNS = 3
+DEFAULT_RUNS = 5
 DEFAULT_RATES = "5000,20000"
 MAX_DURATION = 600.0
 MAX_RATE = 1_000_000
 RESULTS = Path(__file__).resolve().parent / "results"
-LATENCY_WORKLOAD = W1
+LATENCY_WORKLOADS = (W1, W7)  # a local answer and a real forward
+LATENCY_IDS = " and ".join(w.id for w in LATENCY_WORKLOADS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,16 +91,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--peers",
-        help="comma-separated peers among netdns, aardvark, dnsmasq (default: all installed; "
-        "a peer that is not installed is skipped with a message)",
+        help="comma-separated peers among netdns, aardvark, dnsmasq, ceiling (default: all "
+        "installed; a peer that is not installed is skipped with a message; ceiling is the "
+        "canned-answer Python responder that shows the Python limit)",
     )
     parser.add_argument(
         "--rates",
         default=DEFAULT_RATES,
-        help=f"fixed query rates (dnsperf -Q) for the {LATENCY_WORKLOAD.id} latency runs, "
+        help=f"fixed query rates (dnsperf -Q) for the {LATENCY_IDS} latency runs, "
         f"comma-separated; empty for none ({DEFAULT_RATES})",
     )
     parser.add_argument("--max-qps", type=int, help="dnsperf -Q for the throughput runs")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the netdns server with py-spy during its first run of each workload and "
+        "add the top entries to the report (pip install py-spy)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     if args.duration is None:
@@ -158,47 +169,77 @@ def throughput(
     workloads: Sequence[Workload],
     datafiles: dict[str, Path],
     args: argparse.Namespace,
+    profiles: list[profile.Profile] | None = None,
 ) -> list[Measurement]:
     """Every workload, run after run, each run visiting every peer in turn (interleaved: slow
-    drift of the machine touches all peers alike)."""
+    drift of the machine touches all peers alike). With PROFILES, netdns's first run of each
+    workload is sampled by py-spy and its top entries are added there."""
     runs: dict[tuple[str, str], list[Summary]] = {}
+    cpu: dict[tuple[str, str], list[float | None]] = {}
     for workload in workloads:
         for index in range(1, args.runs + 1):
             for target in targets:
                 step = f"{target.name} {workload.id} run {index}/{args.runs}"
                 log.info("%s: %g s, %d clients ...", step, args.duration, args.clients)
-                summary = dnsperf.run_dnsperf(
-                    _run(target, datafiles[workload.id], args, args.max_qps)
-                )
+                sampled = profiles is not None and index == 1 and target.name == Peer.NETDNS
+                raw = datafiles[workload.id].with_suffix(".py-spy.txt")
+                before = cpu_seconds(target.pid)
+                with profile.recording(target.pid if sampled else None, args.duration, raw):
+                    summary = dnsperf.run_dnsperf(
+                        _run(target, datafiles[workload.id], args, args.max_qps)
+                    )
+                used = _cpu_used(before, cpu_seconds(target.pid))
+                if sampled and profiles is not None and raw.exists():
+                    profiles.append(profile.top_entries(workload.id, raw.read_text()))
                 log.info(
-                    "%s: %.0f qps, %.2f%% lost, avg %.3f ms",
+                    "%s: %.0f qps, %.2f%% lost, avg %.3f ms, CPU %s",
                     step,
                     summary.qps,
                     100 * summary.lost_fraction,
                     1000 * summary.avg_latency,
+                    _per_query(used, summary),
                 )
                 runs.setdefault((target.name, workload.id), []).append(summary)
+                cpu.setdefault((target.name, workload.id), []).append(used)
     return [
-        Measurement(target.name, w.id, w.title, tuple(runs[(target.name, w.id)]))
+        Measurement(
+            target.name,
+            w.id,
+            w.title,
+            tuple(runs[(target.name, w.id)]),
+            tuple(cpu[(target.name, w.id)]),
+        )
         for target in targets
         for w in workloads
     ]
 
 
+def _cpu_used(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+def _per_query(used: float | None, summary: Summary) -> str:
+    if used is None or not summary.completed:
+        return "n/a"
+    return f"{1e6 * used / summary.completed:.1f} us/query"
+
+
 def latency(
-    targets: Sequence[Target], datafile: Path, args: argparse.Namespace
+    targets: Sequence[Target], datafiles: dict[str, Path], args: argparse.Namespace
 ) -> list[LatencyMeasurement]:
-    """LATENCY_WORKLOAD at each fixed rate, interleaved like the throughput runs; the
+    """Each of LATENCY_WORKLOADS at each fixed rate, interleaved like the throughput runs; the
     percentiles pool every query of every run."""
-    runs: dict[tuple[str, int], list[Summary]] = {}
-    samples: dict[tuple[str, int], array[float]] = {}
-    for rate in args.rates:
+    runs: dict[tuple[str, str, int], list[Summary]] = {}
+    samples: dict[tuple[str, str, int], array[float]] = {}
+    for workload, rate in _latency_cases(args.rates):
         for index in range(1, args.runs + 1):
             for target in targets:
-                step = f"{target.name} {LATENCY_WORKLOAD.id} at {rate} qps run {index}/{args.runs}"
+                step = f"{target.name} {workload.id} at {rate} qps run {index}/{args.runs}"
                 log.info("%s: %g s ...", step, args.duration)
-                summary, answered = dnsperf.run_with_latencies(_run(target, datafile, args, rate))
-                key = (target.name, rate)
+                summary, answered = dnsperf.run_with_latencies(
+                    _run(target, datafiles[workload.id], args, rate)
+                )
+                key = (target.name, workload.id, rate)
                 runs.setdefault(key, []).append(summary)
                 samples.setdefault(key, array("d")).extend(answered)
                 p50, p99, p999 = latency_percentiles(answered, summary.lost)
@@ -213,11 +254,15 @@ def latency(
                 )
     return [
         LatencyMeasurement(
-            t.name, LATENCY_WORKLOAD.id, rate, tuple(runs[(t.name, rate)]), samples[(t.name, rate)]
+            t.name, w.id, rate, tuple(runs[(t.name, w.id, rate)]), samples[(t.name, w.id, rate)]
         )
-        for rate in args.rates
+        for w, rate in _latency_cases(args.rates)
         for t in targets
     ]
+
+
+def _latency_cases(rates: Sequence[int]) -> list[tuple[Workload, int]]:
+    return [(workload, rate) for workload in LATENCY_WORKLOADS for rate in rates]
 
 
 def bench(args: argparse.Namespace) -> str:
@@ -228,15 +273,20 @@ def bench(args: argparse.Namespace) -> str:
     require_dnsmasq()
     peers = choose_peers(args.peers)
     workloads = select(args.workloads)
-    zone = Zone(names=args.names, forwarded=args.names)
+    zone = Zone(names=args.names, forwarded=args.names, uncached=args.names)
     started = datetime.now()
     with tempfile.TemporaryDirectory(prefix="netdns-bench-") as tmp:
         workdir = Path(tmp)
-        datafiles = {w.id: w.write(zone, workdir) for w in [*workloads, LATENCY_WORKLOAD]}
+        datafiles = {w.id: w.write(zone, workdir) for w in [*workloads, *LATENCY_WORKLOADS]}
         log.info("workloads %s written to %s", ", ".join(datafiles), workdir)
+        profiles: list[profile.Profile] | None = None
+        if args.profile:
+            if profile.py_spy() is None:
+                raise NotFound("--profile needs py-spy: pip install py-spy")
+            profiles = []
         with lab(zone, workdir / "lab", peers) as running:
-            measurements = throughput(running.targets, workloads, datafiles, args)
-            latencies = latency(running.targets, datafiles[LATENCY_WORKLOAD.id], args)
+            measurements = throughput(running.targets, workloads, datafiles, args, profiles)
+            latencies = latency(running.targets, datafiles, args)
         log.info("lab stopped and removed")
     files = reserve(args.out, started)
     pictures = draw(measurements, latencies, files.plots, files.stamp)
@@ -246,6 +296,8 @@ def bench(args: argparse.Namespace) -> str:
     text = render(
         settings, measurements, started, environment(), latencies=latencies, plots=pictures
     )
+    if profiles:
+        text += "\nWhere netdns spent its time (`--profile`):\n\n" + profile.render(profiles)
     files.markdown.write_text(text)
     log.info("report written to %s", files.markdown)
     return text

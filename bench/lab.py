@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.netlab import LabNet, lab_network, plan
-from bench.peers import Peer, Target, aardvark, dnsmasq, netdns
+from bench.peers import Peer, Target, aardvark, ceiling, dnsmasq, netdns
 from bench.upstream import upstream_dnsmasq
 from bench.workloads import Zone
 
@@ -33,11 +33,13 @@ STARTERS: dict[Peer, Starter] = {
     Peer.NETDNS: netdns.running,
     Peer.AARDVARK: aardvark.running,
     Peer.DNSMASQ: dnsmasq.running,
+    Peer.CEILING: ceiling.running,
 }
 MISSING: dict[Peer, Callable[[], str | None]] = {
     Peer.NETDNS: netdns.missing,
     Peer.AARDVARK: aardvark.missing,
     Peer.DNSMASQ: dnsmasq.missing,
+    Peer.CEILING: ceiling.missing,
 }
 
 

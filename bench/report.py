@@ -1,10 +1,12 @@
 """The bench's result as markdown, from dnsperf summaries and per-query latencies.
 
-Three tables: throughput, one row per (target, workload): QPS is the median over the runs (and
+Four tables: throughput, one row per (target, workload): QPS is the median over the runs (and
 its range), lost % counts every query of every run, the latency is the median of the runs'
-averages; the comparison, one row per workload: each peer's median QPS and netdns's ratio to
-every other peer, all from the same run; latency at fixed rates: percentiles over every query
-of every run, lost ones counted as infinitely slow (bench/stats.py). Plots are linked below.
+averages, CPU the median of the runs' server CPU time per completed query; the comparison, one
+row per workload: each peer's median QPS and netdns's ratio to every other peer (the ceiling's
+ratio is the share of the Python limit netdns reaches), all from the same run; the same for CPU
+per query; latency at fixed rates: percentiles over every query of every run, lost ones counted
+as infinitely slow (bench/stats.py). Plots are linked below.
 
 `render` is pure; `reserve` picks the file names, <out>/<date>.md and the directory
 <out>/<date>/ for plots beside it (a second report the same day gets <date>-2, and so on).
@@ -50,10 +52,21 @@ class Measurement:
     workload: str  # "W1"
     title: str
     runs: tuple[Summary, ...]
+    cpu: tuple[float | None, ...] = ()  # the server's CPU seconds during each run, if known
 
     @property
     def qps_median(self) -> float:
         return statistics.median(r.qps for r in self.runs)
+
+    @property
+    def cpu_us_per_query(self) -> float | None:
+        """Median over the runs of the server's CPU microseconds per completed query."""
+        per_run = [
+            1e6 * used / run.completed
+            for run, used in zip(self.runs, self.cpu, strict=False)
+            if used is not None and run.completed
+        ]
+        return statistics.median(per_run) if per_run else None
 
     @property
     def qps_range(self) -> tuple[float, float]:
@@ -104,7 +117,19 @@ class LatencyMeasurement:
         return latency_percentiles(self.latencies, self.lost)
 
 
-COLUMNS = ("Target", "Workload", "QPS (median)", "QPS min-max", "Lost %", "Avg latency (ms)")
+COLUMNS = (
+    "Target",
+    "Workload",
+    "QPS (median)",
+    "QPS min-max",
+    "Lost %",
+    "Avg latency (ms)",
+    "CPU us/query",
+)
+
+
+def _cpu_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def _rcode_text(rcodes: Counter[str]) -> str:
@@ -123,6 +148,7 @@ def row(m: Measurement) -> tuple[str, ...]:
         f"{low:.0f}-{high:.0f}",
         f"{m.lost_percent:.2f}",
         f"{m.avg_latency_ms:.3f}",
+        _cpu_text(m.cpu_us_per_query),
     )
 
 
@@ -140,20 +166,27 @@ def _in_order(values: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def comparison(measurements: Sequence[Measurement]) -> str:
-    """Median QPS of every target per workload, and the reference's ratio to each other one."""
+def comparison(measurements: Sequence[Measurement], *, cpu: bool = False) -> str:
+    """Median QPS (or, with CPU, CPU microseconds per query) of every target per workload, and
+    the reference's ratio to each other one."""
     targets = _in_order([m.target for m in measurements])
     others = [t for t in targets if t != REFERENCE]
-    median = {(m.target, m.workload): m.qps_median for m in measurements}
+    median: dict[tuple[str, str], float] = {}
+    for m in measurements:
+        value = m.cpu_us_per_query if cpu else m.qps_median
+        if value is not None:
+            median[(m.target, m.workload)] = value
     titles = {m.workload: m.title for m in measurements}
-    header = ["Workload", *(f"{t} QPS" for t in targets)]
+    unit = "us/query" if cpu else "QPS"
+    header = ["Workload", *(f"{t} {unit}" for t in targets)]
     if REFERENCE in targets:
         header += [f"{REFERENCE} / {t}" for t in others]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for workload in _in_order([m.workload for m in measurements]):
         cells = [f"{workload} {titles[workload]}"]
+        shown = "{:.1f}" if cpu else "{:.0f}"
         cells += [
-            f"{median[(t, workload)]:.0f}" if (t, workload) in median else "-" for t in targets
+            shown.format(median[(t, workload)]) if (t, workload) in median else "-" for t in targets
         ]
         if REFERENCE in targets:
             own = median.get((REFERENCE, workload))
@@ -174,9 +207,11 @@ def latency_table(latencies: Sequence[LatencyMeasurement]) -> str:
     ]
     p99 = LATENCY_PERCENTILES.index(99.0)
     computed = [(m, m.percentiles()) for m in latencies]
-    reference = {m.rate: values[p99] for m, values in computed if m.target == REFERENCE}
+    reference = {
+        (m.workload, m.rate): values[p99] for m, values in computed if m.target == REFERENCE
+    }
     for m, values in computed:
-        own = reference.get(m.rate)
+        own = reference.get((m.workload, m.rate))
         # An infinite p99 (more than 1% lost) has no meaningful ratio.
         finite = own is not None and own != float("inf") and values[p99] != float("inf")
         versus = format_ratio(ratio(own, values[p99])) if finite else "n/a"
@@ -215,6 +250,14 @@ def render(
             comparison(measurements),
             "",
         ]
+        if any(m.cpu_us_per_query is not None for m in measurements):
+            parts += [
+                "Server CPU time per completed query (microseconds, median of the runs; from "
+                f"/proc, user + system; lower is better, so {REFERENCE} / peer below 1 is ahead):",
+                "",
+                comparison(measurements, cpu=True),
+                "",
+            ]
     if latencies:
         parts += [
             "Latency at fixed rates (dnsperf -Q, per-query -v output; lost queries count as "

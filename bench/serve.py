@@ -113,14 +113,18 @@ async def serve(
     answer_cache = AnswerCache() if cache else None
     forwarder = Forwarder(default_servers=lambda: [upstream], cache=answer_cache)
     resolver = Resolver(bench_table(zone), forwarder, local_ttl=local_ttl)
-    # As the daemon does: the hot path first, the task-per-query handler when it declines.
+    # As the daemon does: the hot path first, then forwarding by callbacks, the task-per-query
+    # handler for what both decline.
     if isinstance(where, ListenerSockets):
         listener = await Listener.start(
-            resolver.handle, CLIENT_ID, udp_sock=where.udp, tcp_sock=where.tcp, fast=resolver.fast
-        )
+            resolver.handle, CLIENT_ID, udp_sock=where.udp, tcp_sock=where.tcp,
+            fast=resolver.fast, soon=resolver.start,
+        )  # fmt: skip
         shown = (LISTENER_ADDRESS, where.port)
     else:
-        listener = await Listener.start(resolver.handle, CLIENT_ID, *where, fast=resolver.fast)
+        listener = await Listener.start(
+            resolver.handle, CLIENT_ID, *where, fast=resolver.fast, soon=resolver.start
+        )
         shown = (listener.host, listener.port)
     try:
         # The parent waits for this line: it means both sockets accept queries now.

@@ -2,9 +2,9 @@
 
 Every peer forwards the names it does not hold here, so they all see the same upstream at the
 same distance. It runs with --no-resolv: it serves the zone's forwarded names from a conf file
-of host-record lines, answers NXDOMAIN for any other name under bench.test (--local), and
-never asks anyone else. It does not log queries: at thousands a second that would cost the CPU
-being measured.
+of host-record lines (its uncached names with TTL 0, so no resolver may keep them), answers
+NXDOMAIN for any other name under bench.test (--local), and never asks anyone else. It does
+not log queries: at thousands a second that would cost the CPU being measured.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def upstream_dnsmasq(zone: Zone, net: LabNet, workdir: Path) -> Iterator[str]:
     zone_conf = workdir / "upstream.conf"
     zone_conf.write_text(
         "".join(f"host-record={name},{ip}\n" for name, ip in zone.forwarded_records())
+        + "".join(f"host-record={name},{ip},0\n" for name, ip in zone.uncached_records())
     )
     log_path = workdir / "upstream-dnsmasq.log"
     address = str(net.upstream)

@@ -13,6 +13,8 @@ Workloads (ids stable across issues):
   W4  A of forwarded names, a small set repeated: after the first round, cache hits (R13).
   W5  A of unknown names, many distinct ones: forwarded, the upstream says NXDOMAIN.
   W6  PTR of container addresses (R8).
+  W7  A of forwarded names the upstream gives TTL 0: no cache may keep them, every query is a
+      real forward (the cost of a cache miss).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ class Zone:
     names: int = 1000  # containers c0..c{names-1}
     forwarded: int = 1000  # fwd<i>.bench.test served by the upstream
     unknown: int = 50_000  # nx<i>.bench.test: more than a run sends of each, so mostly misses
+    uncached: int = 1000  # ttl0-<i>.bench.test: served with TTL 0, so never cached
 
     def __post_init__(self) -> None:
-        for field_name in ("names", "forwarded", "unknown"):
+        for field_name in ("names", "forwarded", "unknown", "uncached"):
             count = getattr(self, field_name)
             if not 1 <= count <= MAX_NAMES:
                 raise Invalid(f"zone {field_name}={count}: choose between 1 and {MAX_NAMES}")
@@ -70,6 +73,14 @@ class Zone:
     def forwarded_records(self) -> Iterator[tuple[str, IPv4Address]]:
         """What the upstream serves: each forwarded name and its address."""
         return ((name, FORWARD_SUBNET[i + 1]) for i, name in enumerate(self.forwarded_names()))
+
+    def uncached_names(self) -> Iterator[str]:
+        return (f"ttl0-{i}.{FORWARD_DOMAIN}" for i in range(self.uncached))
+
+    def uncached_records(self) -> Iterator[tuple[str, IPv4Address]]:
+        """What the upstream serves with TTL 0: each name and its address."""
+        first = self.forwarded + 1
+        return ((name, FORWARD_SUBNET[first + i]) for i, name in enumerate(self.uncached_names()))
 
     def unknown_names(self) -> Iterator[str]:
         return (f"nx{i}.{FORWARD_DOMAIN}" for i in range(self.unknown))
@@ -120,7 +131,13 @@ W6 = Workload(
     "W6", "PTR, container addresses (local)", lambda z: _queries(z.reverse_names(), "PTR")
 )
 
-WORKLOADS: dict[str, Workload] = {w.id: w for w in (W1, W2, W3, W4, W5, W6)}
+W7 = Workload(
+    "W7",
+    "A, forwarded names with TTL 0 (every query a real forward)",
+    lambda z: _a_queries(z.uncached_names()),
+)
+
+WORKLOADS: dict[str, Workload] = {w.id: w for w in (W1, W2, W3, W4, W5, W6, W7)}
 
 
 def select(ids: str) -> list[Workload]:

@@ -211,6 +211,32 @@ def local_reply(request: DNSRecord, lookup: Lookup, *, ttl: int, rng: random.Ran
     return reply
 
 
+# Our EDNS echo (R10): the root, type OPT, our buffer size as its class, TTL 0, no RDATA.
+OPT_ECHO = b"\x00\x00\x29" + UDP_ADVERTISED.to_bytes(2, "big") + bytes(6)
+
+
+def reply_of_query(
+    query: bytes, question: bytes, edns: bool, rcode: int, *, tc: bool = False
+) -> bytes:
+    """base_reply(request, rcode).pack() from the bytes, for a query whose question bytes (as
+    the client wrote them, uncompressed) are QUESTION: QR, RA and the client's RD, then the
+    question, our OPT when the client sent one; TC when asked (R15)."""
+    flags = QR | RA | (query[2] << 8 & RD) | rcode | (TC if tc else 0)
+    return (
+        query[:2]
+        + HEADER.pack(0, flags, 1, 0, 0, int(edns))[2:]
+        + question
+        + (OPT_ECHO if edns else b"")
+    )
+
+
+def fit_udp_bytes(reply: bytes, query: bytes, question: bytes, edns: bool, limit: int) -> bytes:
+    """fit_udp for a query read from the bytes (resolver/wire.py's parse_question)."""
+    if len(reply) <= limit:
+        return reply
+    return reply_of_query(query, question, edns, reply[3] & RCODE_MASK, tc=True)
+
+
 def fit_udp(reply: bytes, request: DNSRecord) -> bytes:
     """R15: a UDP reply over the client's limit goes back empty with TC set; TCP gets it whole."""
     if len(reply) <= udp_limit(request):

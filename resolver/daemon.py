@@ -114,7 +114,7 @@ class Daemon:
         )  # fmt: skip
         self.listeners = ListenerManager(
             self.table, self.resolver.handle, host_resolv=self._host_resolv_for_sandboxes,
-            etc_netns=config.etc_netns, fast=self.resolver.fast,
+            etc_netns=config.etc_netns, fast=self.resolver.fast, soon=self.resolver.start,
         )  # fmt: skip
         self.cluster: ClusterStore | None = None
         advertise = None

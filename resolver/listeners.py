@@ -26,7 +26,7 @@ from drivers.model import (
 )
 from resolver import netns
 from resolver.names import NameTable
-from resolver.server import FastHandler, Handler, Listener, ListenerConfig
+from resolver.server import FastHandler, Handler, Listener, ListenerConfig, SoonHandler
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,12 @@ class ListenerManager:
         etc_netns: Path = Path("/etc/netns"),
         config: ListenerConfig | None = None,
         fast: FastHandler | None = None,
+        soon: SoonHandler | None = None,
     ) -> None:
         self.table = table
         self.handler = handler
         self.fast = fast
+        self.soon = soon
         self.host_resolv = host_resolv
         self.etc_netns = etc_netns
         self.config = config or ListenerConfig()
@@ -114,7 +116,7 @@ class ListenerManager:
         try:
             listener = await Listener.start(
                 self.handler, sandbox.id, udp_sock=sockets.udp, tcp_sock=sockets.tcp,
-                config=self.config, fast=self.fast,
+                config=self.config, fast=self.fast, soon=self.soon,
             )  # fmt: skip
             await asyncio.to_thread(netns.install_redirect, sandbox.netns, sockets.port)
         except BaseException:

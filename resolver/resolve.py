@@ -5,7 +5,12 @@ query to the forwarder (R11, R13, R14), and fits UDP replies to the client's siz
 listener (server.py) owns transport; this module owns the decision.
 
 `fast` is the same decision without parsing: the hot cache (resolver/wire.py) answers from
-encoded replies the slow path left there, and the name table's events drop them (R18).
+encoded replies the slow path left there, and the name table's events drop them (R18). `start`
+takes the UDP queries the hot cache missed that go upstream (R11) the same way: the question
+read from the bytes, the answer cache asked with them, the forward driven by callbacks
+(resolver/forward/forwarder.py), the reply fitted (R15) and sent through the listener's
+`respond`; no dnslib, no task. What it declines (local names not hot yet, odd questions,
+upstreams reached from a sandbox's namespace) takes `handle`.
 
 Both count what they answer into `stats` (resolver/metrics.py: the hot path only times itself,
 the hot cache counts hits per entry) and, when `query_sample` is not 0, log that share of
@@ -23,12 +28,15 @@ from time import perf_counter_ns
 
 from dnslib import CLASS, DNSRecord
 
-from resolver.answer import bad_edns_version, fit_udp, local_reply, parse_query
+from resolver.answer import bad_edns_version, fit_udp, fit_udp_bytes, local_reply, parse_query
 from resolver.forward import Forwarder
+from resolver.forward.cache import EDNS
+from resolver.forward.forwarder import ForwardResult, Query
 from resolver.logs import log_query
 from resolver.metrics import UNKNOWN_TYPE, QueryPath, QueryStats, rcode_name, type_name
 from resolver.names import Lookup, NameTable, Outcome, Upstreams
-from resolver.wire import DEFAULT_MAX_ENTRIES, HotCache
+from resolver.server import Respond
+from resolver.wire import DEFAULT_MAX_ENTRIES, HotCache, Question, parse_question
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +97,61 @@ class Resolver:
             latency.sum_ns += elapsed
             if self.query_sample:
                 self._sample_hot(sandbox_id, data, reply, elapsed)
+        return reply
+
+    def start(self, sandbox_id: str, data: bytes, tcp: bool, respond: Respond) -> bool:
+        """Take a UDP query that goes upstream: its reply goes to `respond` (now or later);
+        False leaves the query to `handle` (see the module docstring)."""
+        if tcp:
+            return False  # TCP queries go upstream over TCP, in a task of their own anyway
+        started = perf_counter_ns()
+        question = parse_question(data)
+        if question is None:
+            return False
+        name = text_name(question[3])
+        if name is None:
+            return False
+        qtype = question[2]
+        lookup = self.table.lookup(sandbox_id, name, qtype)
+        if lookup.outcome is not Outcome.FORWARD or lookup.upstreams.from_sandbox:
+            return False
+        generation = self.hot.generation if self.hot is not None else 0
+
+        def done(result: ForwardResult) -> None:
+            respond(self._forwarded(sandbox_id, data, question, name, result, started, generation))
+
+        query = Query(data, question[3], question[4])
+        now = self.forwarder.start(
+            query, lookup.upstreams, tcp=False, sandbox_id=sandbox_id, done=done
+        )
+        if now is not None:
+            done(now)
+        return True
+
+    def _forwarded(
+        self,
+        sandbox_id: str,
+        data: bytes,
+        question: Question,
+        name: str,
+        result: ForwardResult,
+        started: int,
+        generation: int,
+    ) -> bytes:
+        """The reply to a query `start` took, fitted to UDP (R15), counted and maybe logged."""
+        if result.path == "cache" and self.hot is not None:
+            self.hot.put_forwarded(
+                sandbox_id, data, result.reply, generation=generation,
+                upstreams=tuple(self.forwarder.default_servers()),
+            )  # fmt: skip
+        edns = bool(question[4] & EDNS)
+        reply = fit_udp_bytes(result.reply, data, question[3], edns, question[5])
+        elapsed = perf_counter_ns() - started
+        self.stats.record(question[2], reply[3] & 0x0F, result.path, elapsed)
+        if self.query_sample:
+            self._sample(
+                sandbox_id, name, question[2], reply, result.path, result.upstream, elapsed
+            )
         return reply
 
     async def handle(self, sandbox_id: str, data: bytes, tcp: bool) -> bytes | None:
@@ -207,6 +270,25 @@ class Resolver:
             # (`web\.appnet` is not `web.appnet`): such questions belong to the upstream.
             return self.table.not_local(sandbox_id, str(qname), request.q.qtype)
         return self.table.lookup(sandbox_id, str(request.q.qname), request.q.qtype)
+
+
+# Octets a name may hold for `start` to read it as text; others (escapes, spaces, non-ASCII)
+# take the slow path, where dnslib spells them as the name table expects.
+_PLAIN = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+
+
+def text_name(question: bytes) -> str | None:
+    """The question's name (uncompressed wire labels) as dnslib's str() gives it, trailing dot
+    included; None when a label holds an octet outside _PLAIN."""
+    labels = []
+    position = 0
+    while length := question[position]:
+        label = question[position + 1 : position + 1 + length]
+        if label.translate(None, _PLAIN):
+            return None
+        labels.append(label.decode())
+        position += length + 1
+    return ".".join(labels) + "."
 
 
 __all__ = ["Decision", "Opener", "Resolver", "Upstreams"]

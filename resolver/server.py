@@ -7,8 +7,10 @@ listener owns, so a slow or failing one holds up nothing and stops nothing.
 
 A listener may also have a fast handler: a plain function tried first, in the protocol callback,
 for every message; when it returns bytes they are sent at once, with no task, no future and no
-log line (the hot path, resolver/wire.py). When it returns None the message goes to the handler
-in a task as above.
+log line (the hot path, resolver/wire.py). When it returns None, a UDP message is offered to the
+soon handler, if there is one: a plain function too, that either takes the message, and sends
+its reply later through the `respond` it is given (a forwarded query, driven by callbacks), or
+declines it. What neither takes goes to the handler in a task as above.
 
 TCP follows RFC 7766: 2-byte length framing, several queries per connection, each answered as
 soon as it is ready (out of order), whole frames per write, idle and slow-read timeouts, a cap
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import socket
 import time
@@ -47,6 +50,10 @@ class Handler(Protocol):
 
 # (sandbox id, message, tcp) -> the reply (UDP: already fitted, R15), or None for the handler.
 FastHandler = Callable[[str, bytes, bool], bytes | None]
+Respond = Callable[[bytes], None]
+# (sandbox id, message, tcp, respond) -> whether it took the message: then it calls respond with
+# the reply (already fitted) later, or never to drop it; when not, the handler answers.
+SoonHandler = Callable[[str, bytes, bool, Respond], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +135,14 @@ class Listener:
         sandbox_id: str,
         config: ListenerConfig,
         fast: FastHandler | None = None,
+        soon: SoonHandler | None = None,
     ) -> None:
         self.sandbox_id = sandbox_id
         self.config = config
         self.stats = ListenerStats()
         self._handler = handler
         self._fast = fast
+        self._soon = soon
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: set[_TcpConnection] = set()
@@ -155,15 +164,17 @@ class Listener:
         tcp_sock: socket.socket | None = None,
         config: ListenerConfig = ListenerConfig(),  # frozen, so one shared default is safe
         fast: FastHandler | None = None,
+        soon: SoonHandler | None = None,
     ) -> Listener:
         """Serve on (host, port), or on the given sockets: already bound, TCP maybe not listening
         (made inside a sandbox's namespace). The listener owns the sockets from here on.
-        `fast`, when given, is tried first for every message (see the module docstring)."""
+        `fast`, when given, is tried first for every message, then `soon` for UDP ones (see the
+        module docstring)."""
         if (udp_sock is None) != (tcp_sock is None):
             raise Invalid("Listener.start: pass both udp_sock and tcp_sock, or neither")
         if udp_sock is None or tcp_sock is None:
             udp_sock, tcp_sock = bind_pair(host, port)
-        listener = cls(handler, sandbox_id, config, fast)
+        listener = cls(handler, sandbox_id, config, fast, soon)
         try:
             await listener._serve(udp_sock, tcp_sock)
         except BaseException:
@@ -247,6 +258,18 @@ class Listener:
             self.stats.fast_answers += 1
         return reply
 
+    def answer_soon(self, data: bytes, respond: Respond) -> bool:
+        """Whether the soon handler took this UDP message (it then calls `respond` itself)."""
+        soon = self._soon
+        if soon is None:
+            return False
+        try:
+            return soon(self.sandbox_id, data, False, respond)
+        except Exception:
+            self.stats.handler_errors += 1
+            self._log_handler_error()
+            return False
+
     async def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
         """The handler's reply, or None; a handler failure is logged and drops the query."""
         try:
@@ -301,7 +324,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         listener.stats.udp_queries += 1
         reply = listener.answer_fast(data, tcp=False)
         if reply is None:
-            listener.spawn(self._answer(data, addr))
+            if not listener.answer_soon(data, functools.partial(self._send_later, addr)):
+                listener.spawn(self._answer(data, addr))
         elif self._writing_paused:
             listener.stats.dropped += 1
         else:
@@ -309,8 +333,11 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     async def _answer(self, data: bytes, addr: Any) -> None:
         reply = await self._listener.answer(data, tcp=False)
-        if reply is None:
-            return
+        if reply is not None:
+            self._send_later(addr, reply)
+
+    def _send_later(self, addr: Any, reply: bytes) -> None:
+        """Send a reply that was not ready in datagram_received (the listener may be gone)."""
         transport = self._transport
         if transport is None or transport.is_closing() or self._writing_paused:
             self._listener.stats.dropped += 1

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from dnslib import DNSRecord
 
 from resolver.answer import UDP_ADVERTISED, UDP_MIN, local_reply
-from resolver.forward.cache import cache_ttl
+from resolver.forward.message import parse_message
 from resolver.names import Change, Lookup, Outcome, lookup_dependencies
+from resolver.records import HEADER_SIZE, MAX_LABEL, QTYPE_OPT, cache_ttl, read_records
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,9 @@ DO = 2  # DNSSEC OK (a forwarded reply may carry signatures)
 CD = 4  # checking disabled (a forwarded reply may hold unvalidated data)
 AD = 8  # the client understands AD: an upstream sets AD only then (RFC 6840 5.7)
 
-HEADER_SIZE = 12
-QTYPE_OPT = 41
 CLASS_IN = 1
 RD = 0x0100
 MAX_NAME = 255
-MAX_LABEL = 63
-POINTER = 0xC0
-QUESTION_NAME = 12  # the offset a pointer to the question's name carries
 
 Key = tuple[str, bytes, int, int]  # (sandbox id, lowercased qname on the wire, qtype, bits)
 # (RD bit, lowercased qname on the wire, qtype, the client's question bytes, bits, UDP limit)
@@ -138,65 +134,6 @@ def _dot_inside_label(name: bytes) -> bool:
             return True
         position += length + 1
     return False
-
-
-# -- reading a reply's records (at entry build time only) ---------------------------------------
-
-
-def _skip_name(reply: bytes, position: int, pointers: list[int]) -> int:
-    """The offset after the name at `position`; the pointer targets it uses go to `pointers`."""
-    while True:
-        length = reply[position]
-        if length >= POINTER:
-            pointers.append((length & 0x3F) << 8 | reply[position + 1])
-            return position + 2
-        if length > MAX_LABEL:
-            raise ValueError(f"label type {length:#x} at offset {position}")
-        position += length + 1
-        if length == 0:
-            return position
-
-
-# Types whose RDATA holds names that may be compressed (RFC 3597 3: the well-known ones).
-_RDATA_NAMES: dict[int, tuple[int, int]] = {
-    2: (0, 1),  # NS
-    5: (0, 1),  # CNAME
-    12: (0, 1),  # PTR
-    15: (2, 1),  # MX: preference, exchange
-    6: (0, 2),  # SOA: mname, rname (then five numbers)
-}
-
-
-@dataclass(frozen=True, slots=True)
-class _Records:
-    ttl_offsets: tuple[int, ...]  # where each non-OPT record's TTL sits, from the reply's start
-    ttls: tuple[int, ...]
-    question_pointers: bool  # a name points inside the question other than at its start
-
-
-def _read_records(reply: bytes, question_end: int) -> _Records:
-    count = sum(struct.unpack_from("!HHH", reply, 6))
-    position = question_end
-    pointers: list[int] = []
-    offsets: list[int] = []
-    ttls: list[int] = []
-    for _ in range(count):
-        position = _skip_name(reply, position, pointers)
-        rtype, _rclass, ttl, rdlength = struct.unpack_from("!HHIH", reply, position)
-        if rtype != QTYPE_OPT:
-            offsets.append(position + 4)
-            ttls.append(ttl)
-        position += 10
-        if rtype in _RDATA_NAMES:
-            skip, names = _RDATA_NAMES[rtype]
-            name_at = position + skip
-            for _ in range(names):
-                name_at = _skip_name(reply, name_at, pointers)
-        position += rdlength
-    if position != len(reply):
-        raise ValueError(f"records end at {position}, the reply at {len(reply)}")
-    inside = any(HEADER_SIZE < p < question_end - 4 for p in pointers)
-    return _Records(tuple(offsets), tuple(ttls), inside)
 
 
 # -- entries ---------------------------------------------------------------------------------
@@ -375,7 +312,7 @@ class HotCache:
         # R4: a shared name keeps up to SHUFFLED_ORDERS of its orders (all when there are fewer).
         for _ in range(SHUFFLED_ORDERS * 3 if records > 1 else 1):
             reply = bytes(local_reply(request, lookup, ttl=ttl, rng=rng).pack())
-            if _read_records(reply, question_end).question_pointers:
+            if read_records(reply, question_end).question_pointers:
                 return False
             tails[reply[question_end:]] = None
             if len(tails) == SHUFFLED_ORDERS:
@@ -410,9 +347,12 @@ class HotCache:
         if question is None:
             return False
         try:
-            record = DNSRecord.parse(reply)
-            lifetime = cache_ttl(record) - 1
-            if lifetime <= 0 or len(record.questions) != 1:
+            # Each name decoded once: dnslib's own parse is quadratic on pointer chains.
+            record = parse_message(reply)
+            if len(record.questions) != 1:
+                return False
+            lifetime = cache_ttl(reply, read_records(reply, HEADER_SIZE + len(question[3]))) - 1
+            if lifetime <= 0:
                 return False
             # Re-encoded behind the lowercased question, so that names equal to the question
             # become pointers to it and take each client's spelling.
@@ -424,7 +364,7 @@ class HotCache:
                     rr.rname = lowered.q.qname
             packed = bytes(record.pack())
             question_end = HEADER_SIZE + len(question[3])
-            records = _read_records(packed, question_end)
+            records = read_records(packed, question_end)
         except Exception as exc:  # whatever dnslib cannot redo stays off the hot path
             log.debug("forwarded reply not kept on the hot path: %s", exc)
             return False

@@ -6,6 +6,7 @@ its client namespace, yields a `Target`, and stops it however the bench leaves:
   netdns.py    the netdns listener on 127.0.0.11 inside the client namespace (port-53 redirect)
   aardvark.py  aardvark-dns on the bridge gateway, clients known by source address
   dnsmasq.py   dnsmasq as a caching resolver on the bridge
+  ceiling.py   the Python ceiling (bench/ceiling.py): canned answers through netdns's redirect
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Peer(enum.StrEnum):
     NETDNS = "netdns"
     AARDVARK = "aardvark-dns"
     DNSMASQ = "dnsmasq"
+    CEILING = "ceiling"
 
     @property
     def tag(self) -> str:
@@ -28,13 +30,15 @@ class Peer(enum.StrEnum):
         return _TAGS[self]
 
 
-_TAGS = {Peer.NETDNS: "nd", Peer.AARDVARK: "aa", Peer.DNSMASQ: "dm"}
+_TAGS = {Peer.NETDNS: "nd", Peer.AARDVARK: "aa", Peer.DNSMASQ: "dm", Peer.CEILING: "ce"}
 _ALIASES = {
     "netdns": Peer.NETDNS,
     "aardvark": Peer.AARDVARK,
     "aardvark-dns": Peer.AARDVARK,
     "dnsmasq": Peer.DNSMASQ,
+    "ceiling": Peer.CEILING,
 }
+CHOICES = "netdns, aardvark, dnsmasq, ceiling"
 
 
 def parse_peers(text: str) -> list[Peer]:
@@ -45,11 +49,11 @@ def parse_peers(text: str) -> list[Peer]:
         if not key:
             continue
         if key not in _ALIASES:
-            raise Invalid(f"unknown peer {raw!r}: choose from netdns, aardvark, dnsmasq")
+            raise Invalid(f"unknown peer {raw!r}: choose from {CHOICES}")
         if _ALIASES[key] not in chosen:
             chosen.append(_ALIASES[key])
     if not chosen:
-        raise Invalid(f"no peer in {text!r}: name at least one of netdns, aardvark, dnsmasq")
+        raise Invalid(f"no peer in {text!r}: name at least one of {CHOICES}")
     return chosen
 
 
@@ -62,3 +66,4 @@ class Target:
     port: int
     netns: str | None = None  # the client namespace dnsperf runs in; None: the bench's own
     log_path: Path | None = None  # its output, for a failure report
+    pid: int | None = None  # the server process, whose CPU time the bench reads from /proc

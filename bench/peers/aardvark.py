@@ -217,7 +217,7 @@ def running(zone: Zone, net: LabNet, workdir: Path) -> Iterator[Target]:
             zone.names,
             net.upstream,
         )
-        yield Target(Peer.AARDVARK, str(net.gateway), DNS_PORT, client.netns, log_path)
+        yield Target(Peer.AARDVARK, str(net.gateway), DNS_PORT, client.netns, log_path, daemon[0])
     finally:
         if daemon is None and (config_dir / PID_FILE).exists():
             # It failed half way: a daemon may be up without having answered.

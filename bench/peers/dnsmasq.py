@@ -103,4 +103,4 @@ def running(zone: Zone, net: LabNet, workdir: Path) -> Iterator[Target]:
             zone.names,
             net.upstream,
         )
-        yield Target(Peer.DNSMASQ, address, DNS_PORT, client.netns, log_path)
+        yield Target(Peer.DNSMASQ, address, DNS_PORT, client.netns, log_path, proc.pid)

@@ -1,6 +1,8 @@
 """netdns as a peer: `python -m bench.serve --netns` run in the lab's host namespace, its
 listener on 127.0.0.11 inside the netdns client namespace, reached through the port-53
-redirect (nft DNAT), the path a container's query takes."""
+redirect (nft DNAT), the path a container's query takes.
+
+`python_server` starts any of the bench's Python servers that way (the ceiling too)."""
 
 from __future__ import annotations
 
@@ -33,11 +35,7 @@ def missing() -> str | None:
 
 
 def command(zone: Zone, net: LabNet) -> list[str]:
-    client = net.client(Peer.NETDNS)
     return [
-        "ip", "netns", "exec", net.host_netns,
-        sys.executable, "-m", "bench.serve",
-        "--netns", netns_path(client.netns),
         "--names", str(zone.names),
         "--upstream", str(net.upstream),
         "--log-level", "info",
@@ -45,33 +43,46 @@ def command(zone: Zone, net: LabNet) -> list[str]:
 
 
 @contextlib.contextmanager
-def running(zone: Zone, net: LabNet, workdir: Path) -> Iterator[Target]:
-    client = net.client(Peer.NETDNS)
-    log_path = workdir / "netdns.log"
+def python_server(
+    peer: Peer, module: str, arguments: list[str], zone: Zone, net: LabNet, log_path: Path
+) -> Iterator[Target]:
+    """`python -m MODULE --netns <peer's client> ARGUMENTS` in the host namespace, once it
+    answers through the redirect; the bench's stop line from its log is reported at the end."""
+    client = net.client(peer)
+    full = [
+        "ip", "netns", "exec", net.host_netns,
+        sys.executable, "-m", module, "--netns", netns_path(client.netns), *arguments,
+    ]  # fmt: skip
     # The child imports bench/, resolver/, drivers/ from this repository, whatever the cwd.
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     try:
-        with child_process(command(zone, net), log_path, stdout=subprocess.PIPE, env=env) as proc:
-            host, port = read_ready(proc, log_path, "bench.serve")
+        with child_process(full, log_path, stdout=subprocess.PIPE, env=env) as proc:
+            host, port = read_ready(proc, log_path, module)
             probe = next(zone.container_names())
             wait_until(
                 lambda: answers(host, DNS_PORT, probe, client.netns),
                 proc,
-                f"netdns via {host}:{DNS_PORT} in {client.netns}",
+                f"{peer} via {host}:{DNS_PORT} in {client.netns}",
                 log_path,
             )
             log.info(
-                "netdns on %s:%d in %s (redirected from :%d), %d container names",
-                host,
-                port,
-                client.netns,
-                DNS_PORT,
-                zone.names,
-            )
-            yield Target(Peer.NETDNS, host, DNS_PORT, client.netns, log_path)
+                "%s on %s:%d in %s (redirected from :%d), pid %d",
+                peer, host, port, client.netns, DNS_PORT, proc.pid,
+            )  # fmt: skip
+            # `ip netns exec` execs the command: the pid is the server's own.
+            yield Target(peer, host, DNS_PORT, client.netns, log_path, proc.pid)
     finally:
         # What the server counted (queries, drops, cache hits), once it has stopped.
         for line in log_tail(log_path).splitlines():
             if "stopping:" in line:
-                log.info("netdns %s", line[line.index("stopping:") :])
+                log.info("%s %s", peer, line[line.index("stopping:") :])
+
+
+@contextlib.contextmanager
+def running(zone: Zone, net: LabNet, workdir: Path) -> Iterator[Target]:
+    log.info("netdns: %d container names", zone.names)
+    with python_server(
+        Peer.NETDNS, "bench.serve", command(zone, net), zone, net, workdir / "netdns.log"
+    ) as target:
+        yield target

@@ -1,11 +1,17 @@
-"""AnswerCache: forwarded answers kept per upstream set, with TTLs counted down (R13).
+"""AnswerCache: forwarded answers kept per upstream set, as bytes, with TTLs counted down (R13).
 
 Positive answers live for their smallest TTL; NXDOMAIN and NODATA for min(SOA TTL, SOA
 MINIMUM) when the authority section has an SOA, else not at all (RFC 2308). Failures,
-truncated replies and TTL 0 are never cached. The cache is an LRU bounded in entries. A hit
-is rebuilt for the client: its id, its RD bit, its question exactly as written (case kept, also
-on answer owner names equal to the question) and every TTL lowered by the time spent here.
-Local names never come here: they answer from the name table.
+truncated replies and TTL 0 are never cached. The cache is an LRU bounded in entries.
+
+An entry is the upstream's reply as it came, read once (resolver/records.py) for its TTLs'
+offsets and lifetime; nothing is decoded. A hit is the client's id, the stored flags with the
+client's RD bit, the counts, the client's question bytes exactly as written, then the stored
+records with every TTL lowered by the time spent here (the lowered copy is kept for the second
+it stays right). Owner names compressed to a pointer into the question take the client's
+spelling with it; an owner written out in full and equal to the question is overwritten with
+the client's spelling, so both read as the client asked (R2). Local names never come here:
+they answer from the name table.
 """
 
 from __future__ import annotations
@@ -16,78 +22,72 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dnslib import QTYPE, RCODE, RR, DNSError, DNSHeader, DNSRecord
+from dnslib import QTYPE, DNSBuffer, DNSRecord
 
-from resolver.forward.message import parse_message
+from resolver.records import HEADER_SIZE, cache_ttl, question_end, read_records
 
 DEFAULT_MAX_ENTRIES = 10_000
 DO_BIT = 0x8000  # in the OPT record's TTL field (RFC 6891)
-CACHEABLE_RCODES = frozenset({RCODE.NOERROR, RCODE.NXDOMAIN})
+RD = 0x01  # in the third byte of the header
+
+# Bits of CacheKey.bits: what in the query beside its question shapes the reply. The same
+# values as the hot cache's key (resolver/wire.py), so one parse of the query serves both.
+EDNS = 1  # the client sent an OPT record: the reply carries one too
+DO = 2  # DNSSEC OK: the reply carries signatures
+CD = 4  # checking disabled: the reply may hold data that failed validation
+AD = 8  # the client understands AD: an upstream sets AD only then (RFC 6840 5.7)
 
 
 @dataclass(frozen=True, slots=True)
 class CacheKey:
     upstreams: tuple[str, ...]  # who answered: the upstream set (and where it is seen from)
-    qname: str  # lowercased
-    qtype: int
-    qclass: int
-    edns: bool  # the client sent an OPT record: the reply carries one too
-    do: bool  # DNSSEC OK: the reply carries signatures
-    cd: bool  # checking disabled: the reply may hold data that failed validation
-    ad: bool  # the client understands AD: an upstream sets AD only then (RFC 6840 5.7)
+    question: bytes  # the question's name on the wire lowercased, then its type and class
+    bits: int  # EDNS | DO | CD | AD
+
+
+def request_bits(request: DNSRecord) -> int:
+    """CacheKey.bits of a parsed query (the hot path reads the same bits from the bytes)."""
+    opt = next((rr for rr in request.ar if rr.rtype == QTYPE.OPT), None)
+    bits = (CD if request.header.cd else 0) | (AD if request.header.ad else 0)
+    if opt is not None:
+        bits |= EDNS | (DO if opt.ttl & DO_BIT else 0)
+    return bits
+
+
+def wire_question(request: DNSRecord) -> bytes:
+    """The question of a parsed query as CacheKey.question: lowercased wire name, type, class."""
+    name = b"".join(bytes([len(label)]) + label for label in request.q.qname.label) + b"\x00"
+    return name.lower() + struct.pack("!HH", request.q.qtype, request.q.qclass)
 
 
 def cache_key(upstreams: tuple[str, ...], request: DNSRecord) -> CacheKey:
-    opt = next((rr for rr in request.ar if rr.rtype == QTYPE.OPT), None)
-    return CacheKey(
-        upstreams=upstreams,
-        qname=str(request.q.qname).lower(),
-        qtype=request.q.qtype,
-        qclass=request.q.qclass,
-        edns=opt is not None,
-        do=opt is not None and bool(opt.ttl & DO_BIT),
-        cd=bool(request.header.cd),
-        ad=bool(request.header.ad),
-    )
-
-
-def _records(reply: DNSRecord) -> list[RR]:
-    """Every RR whose TTL means time; the OPT record's TTL field holds flags instead."""
-    return [rr for rr in (*reply.rr, *reply.auth, *reply.ar) if rr.rtype != QTYPE.OPT]
-
-
-def _is_negative(reply: DNSRecord) -> bool:
-    """NXDOMAIN, or NODATA: no answer record of the asked type (a CNAME chain may precede it)."""
-    if reply.header.rcode == RCODE.NXDOMAIN:
-        return True
-    if reply.q.qtype == QTYPE.ANY:
-        return not reply.rr
-    return not any(rr.rtype == reply.q.qtype for rr in reply.rr)
-
-
-def cache_ttl(reply: DNSRecord) -> int:
-    """How long `reply` may be cached, in seconds; 0 when it must not be."""
-    if reply.header.tc or reply.header.rcode not in CACHEABLE_RCODES:
-        return 0
-    ttls = [rr.ttl for rr in _records(reply)]
-    if _is_negative(reply):
-        soa = next((rr for rr in reply.auth if rr.rtype == QTYPE.SOA), None)
-        if soa is None:
-            return 0  # RFC 2308: without an SOA a negative answer is not cached
-        ttls.append(soa.rdata.times[-1])  # the SOA MINIMUM field
-    return max(0, min(ttls, default=0))
+    return CacheKey(upstreams, wire_question(request), request_bits(request))
 
 
 @dataclass(slots=True)
 class _Entry:
-    reply: DNSRecord
+    flags: int  # the stored reply's flags, RD clear
+    counts: bytes  # QDCOUNT..ARCOUNT
+    tail: bytes  # every record after the question, TTLs as stored
+    ttl_offsets: tuple[int, ...]  # from the tail's start
+    ttls: tuple[int, ...]
+    owner_copies: tuple[int, ...]  # uncompressed owners equal to the question, from the tail
     stored_at: float
     expires_at: float
+    aged: bytes = b""  # the tail with TTLs lowered by `aged_for` seconds
+    aged_for: int = -1
 
-
-def _aged(rr: RR, elapsed: int, owner: object | None = None) -> RR:
-    ttl = rr.ttl if rr.rtype == QTYPE.OPT else max(0, rr.ttl - elapsed)
-    return RR(owner or rr.rname, rr.rtype, rr.rclass, ttl, rr.rdata)
+    def tail_after(self, elapsed: int) -> bytes:
+        if elapsed != self.aged_for:
+            if elapsed == 0:
+                self.aged = self.tail
+            else:
+                tail = bytearray(self.tail)
+                for offset, ttl in zip(self.ttl_offsets, self.ttls, strict=True):
+                    struct.pack_into("!I", tail, offset, max(0, ttl - elapsed))
+                self.aged = bytes(tail)
+            self.aged_for = elapsed
+        return self.aged
 
 
 class AnswerCache:
@@ -112,21 +112,32 @@ class AnswerCache:
     def put(self, key: CacheKey, reply: bytes) -> bool:
         """Keep `reply` under `key` if it may be cached; whether it was."""
         try:
-            record = parse_message(reply)
-        except (DNSError, ValueError, IndexError, UnicodeDecodeError, struct.error):
+            end = question_end(reply)
+            records = read_records(reply, end)
+        except (ValueError, IndexError, struct.error):
             return False
-        ttl = cache_ttl(record)
+        ttl = cache_ttl(reply, records)
         if ttl <= 0:
             return False
         now = self.clock()
-        self._entries[key] = _Entry(record, now, now + ttl)
+        self._entries[key] = _Entry(
+            flags=(reply[2] & ~RD) << 8 | reply[3],
+            counts=reply[4:HEADER_SIZE],
+            tail=reply[end:],
+            ttl_offsets=tuple(o - end for o in records.ttl_offsets),
+            ttls=records.ttls,
+            owner_copies=tuple(o - end for o in records.owner_copies),
+            stored_at=now,
+            expires_at=now + ttl,
+        )
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
         return True
 
-    def get(self, key: CacheKey, request: DNSRecord) -> bytes | None:
-        """The cached reply rebuilt for `request`, or None on a miss."""
+    def answer(self, key: CacheKey, query: bytes, question: bytes) -> bytes | None:
+        """The cached reply for the query QUERY (raw; its id and RD are used) whose question
+        bytes, as the client wrote them, are QUESTION; None on a miss."""
         entry = self._entries.get(key)
         now = self.clock()
         if entry is None or now >= entry.expires_at:
@@ -136,17 +147,19 @@ class AnswerCache:
             return None
         self._entries.move_to_end(key)
         self.hits += 1
-        return self._rebuild(entry, request, int(now - entry.stored_at)).pack()
+        tail = entry.tail_after(int(now - entry.stored_at))
+        if entry.owner_copies:
+            name = question[:-4]
+            spelled = bytearray(tail)
+            for offset in entry.owner_copies:
+                spelled[offset : offset + len(name)] = name
+            tail = bytes(spelled)
+        flags = entry.flags | (query[2] & RD) << 8
+        return query[:2] + flags.to_bytes(2, "big") + entry.counts + question + tail
 
-    @staticmethod
-    def _rebuild(entry: _Entry, request: DNSRecord, elapsed: int) -> DNSRecord:
-        stored = entry.reply
-        header = DNSHeader(id=request.header.id, bitmap=stored.header.bitmap)
-        header.rd = request.header.rd
-        qname = request.q.qname
-        reply = DNSRecord(header, q=request.q)
-        # DNSLabel equality is case-insensitive: owners equal to the question take its spelling.
-        reply.rr = [_aged(rr, elapsed, qname if rr.rname == qname else None) for rr in stored.rr]
-        reply.auth = [_aged(rr, elapsed) for rr in stored.auth]
-        reply.ar = [_aged(rr, elapsed) for rr in stored.ar]
-        return reply
+    def get(self, key: CacheKey, request: DNSRecord) -> bytes | None:
+        """The cached reply rebuilt for the parsed query `request`, or None on a miss."""
+        buffer = DNSBuffer()
+        request.q.pack(buffer)
+        head = struct.pack("!HH", request.header.id, request.header.rd << 8)
+        return self.answer(key, head, bytes(buffer.data))

@@ -1,9 +1,14 @@
 """Forwarder: a query that is not local, answered by the cache or an upstream (R11, R13, R14).
 
 The query goes upstream as the client wrote it (EDNS OPT included) under a fresh id, and the
-upstream's answer comes back unchanged but for the id. When there is no upstream, all fail or
-the budget runs out, the client gets a SERVFAIL of ours. At most `max_inflight` forwards are in
-flight; beyond that a query gets SERVFAIL at once (R14) and a rate-limited log line says so.
+upstream's answer comes back unchanged but for the id. `start` does it without a task or a
+future: the question was read from the bytes, the cache is asked with them, and each try's
+reply or failure (from the pool's socket reader or the try's timer, resolver/forward/pool.py)
+moves the query on; only TCP, a UDP answer truncated (asked again over TCP) and upstreams
+reached from a sandbox's namespace take a task. `forward` is the same, awaited. When there is
+no upstream, all fail or the budget runs out, the client gets a SERVFAIL of ours. At most
+`max_inflight` forwards are in flight; beyond that a query gets SERVFAIL at once (R14) and a
+rate-limited log line says so.
 
 Within that cap each sandbox holds at most `max_inflight_per_sandbox` (by default a quarter of
 it, at least 8): one sandbox flooding names that go upstream, say to a dead server, fills only
@@ -14,21 +19,39 @@ sandboxes fill the whole cap between them: the cap is overshot by at most one pe
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from dnslib import RCODE, DNSRecord
 
 from drivers.errors import Invalid
-from resolver.answer import base_reply
-from resolver.forward.cache import AnswerCache, cache_key
-from resolver.forward.policy import MAX_UPSTREAMS, Health, ask, moves_on, rcode_of, try_timeout
+from resolver.answer import base_reply, reply_of_query
+from resolver.forward.cache import EDNS, AnswerCache, CacheKey, request_bits
+from resolver.forward.policy import (
+    MAX_UPSTREAMS,
+    TC_BIT,
+    Health,
+    ask,
+    moves_on,
+    rcode_of,
+    try_timeout,
+)
 from resolver.forward.pool import UdpPool
-from resolver.forward.upstream import Opener, Server, UpstreamFailed, parse_server
+from resolver.forward.upstream import (
+    HEADER_SIZE,
+    Opener,
+    Server,
+    UpstreamFailed,
+    exchange_tcp,
+    parse_server,
+    question_of,
+)
 from resolver.logs import LogThrottle
 from resolver.names import Upstreams
 
@@ -53,6 +76,9 @@ class ForwardResult:
     tries: tuple[str, ...] = ()  # what was tried, e.g. "127.1.2.3:53 timeout"
 
 
+Done = Callable[[ForwardResult], None]
+
+
 @functools.lru_cache(maxsize=256)
 def _server(text: str) -> Server:
     return parse_server(text)
@@ -61,6 +87,140 @@ def _server(text: str) -> Server:
 def servfail(request: DNSRecord) -> bytes:
     """Our own SERVFAIL: QR, RA, RD and the question copied, EDNS echoed when asked (R10)."""
     return base_reply(request, RCODE.SERVFAIL).pack()
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A query to forward, read from its bytes once (by resolver/wire.py or from dnslib)."""
+
+    data: bytes  # as the client sent it
+    question: bytes  # as the client wrote it (uncompressed): the name, type and class
+    bits: int  # cache.EDNS | DO | CD | AD
+
+    def servfail(self) -> bytes:
+        return reply_of_query(self.data, self.question, bool(self.bits & EDNS), RCODE.SERVFAIL)
+
+
+def query_of(request: DNSRecord, data: bytes) -> Query | None:
+    """The Query of a query the slow path parsed; None when its question is compressed."""
+    data = bytes(data)  # dnslib packs into a bytearray
+    question = question_of(data)
+    if question is None:
+        return None
+    return Query(data, data[HEADER_SIZE : HEADER_SIZE + len(question)], request_bits(request))
+
+
+@dataclass(slots=True, eq=False)
+class _Flight:
+    """One forwarded query on its way through its upstreams, driven by callbacks: each try's
+    reply or failure moves it on (R11) until it is done."""
+
+    forwarder: Forwarder
+    query: Query
+    match: bytes  # question_of(query): what a reply's question must be
+    order: list[tuple[str, Server]]  # health keys, in the order to try them
+    tcp: bool
+    opener: Opener | None
+    sandbox_id: str | None
+    key: CacheKey | None
+    done: Done
+    started: float
+    deadline: float
+    index: int = -1
+    tries: list[str] = field(default_factory=list)
+
+    def next(self) -> None:
+        """Try the next upstream in the time left, or end with SERVFAIL."""
+        forwarder = self.forwarder
+        while True:
+            self.index += 1
+            if self.index >= len(self.order) or forwarder.closed:
+                self.finish(None, "")
+                return
+            server = self.order[self.index][1]
+            remaining = self.deadline - time.monotonic()
+            if remaining > 0:
+                break
+            self.tries.append(f"{server} not tried: budget spent")
+        forwarder.send(
+            self, self.index, server, try_timeout(remaining, len(self.order) - self.index)
+        )
+
+    def send_udp(self, index: int, server: Server, timeout: float) -> None:
+        self.forwarder.udp_pool.send(
+            server, self.query.data, self.match, timeout=timeout,
+            on_reply=lambda reply: self.replied(index, reply),
+            on_failure=lambda reason: self.failed(index, reason),
+        )  # fmt: skip
+
+    async def ask(self, index: int, server: Server, timeout: float) -> None:
+        """A try over TCP, or over UDP from a sandbox's namespace (a socket of its own)."""
+        try:
+            reply = await ask(
+                server, self.query.data, tcp=self.tcp, timeout=timeout, opener=self.opener
+            )
+        except UpstreamFailed as failure:
+            self.failed(index, failure.reason)
+        else:
+            self.replied(index, reply, retried=True)
+
+    def replied(self, index: int, reply: bytes, *, retried: bool = False) -> None:
+        if reply[2] & TC_BIT and not retried:
+            # Truncated over UDP: asked again over TCP in this try's time left (R11).
+            server = self.order[index][1]
+            left = self.deadline - time.monotonic()
+            share = try_timeout(left, len(self.order) - index)
+            self.forwarder.spawn(self._retry_tcp(index, server, reply, share))
+            return
+        server = self.order[index][1]
+        rcode = rcode_of(reply)
+        self.tries.append(f"{server} {RCODE.get(rcode, str(rcode))}")
+        if moves_on(reply):
+            self._moved_on(index)
+            return
+        self.forwarder.health.succeeded(self.order[index])
+        self.forwarder.upstream_answers[str(server)] += 1
+        self.finish(reply, str(server))
+
+    async def _retry_tcp(
+        self, index: int, server: Server, truncated: bytes, timeout: float
+    ) -> None:
+        try:
+            reply = await exchange_tcp(server, self.query.data, timeout=timeout)
+        except UpstreamFailed:
+            reply = truncated  # the client can retry over TCP itself
+        self.replied(index, reply, retried=True)
+
+    def failed(self, index: int, reason: str) -> None:
+        self.tries.append(f"{self.order[index][1]} {reason}")
+        self._moved_on(index)
+
+    def _moved_on(self, index: int) -> None:
+        forwarder = self.forwarder
+        forwarder.health.failed(self.order[index])
+        forwarder.upstream_failures[str(self.order[index][1])] += 1
+        if index + 1 < len(self.order):
+            forwarder.failovers += 1
+        self.next()
+
+    def finish(self, reply: bytes | None, upstream: str) -> None:
+        forwarder = self.forwarder
+        forwarder.landed(self.sandbox_id)
+        elapsed = time.monotonic() - self.started
+        if reply is None:
+            log.debug("all upstreams failed for a query: %s", "; ".join(self.tries))
+            result = ForwardResult(
+                self.query.servfail(), "servfail", elapsed=elapsed, tries=tuple(self.tries)
+            )
+        else:
+            if forwarder.cache is not None and self.key is not None:
+                forwarder.cache.put(self.key, reply)
+            answer = self.query.data[:2] + reply[2:]
+            result = ForwardResult(answer, "upstream", upstream, elapsed, tuple(self.tries))
+        try:
+            self.done(result)
+        except Exception:
+            log.exception("a forwarded query's reply could not be delivered")
 
 
 class Forwarder:
@@ -104,6 +264,8 @@ class Forwarder:
         self._share_log = LogThrottle(OVERLOAD_LOG_INTERVAL)
         # Only sandboxes with forwards in flight have an entry: the dict stays as small as that.
         self._inflight_by_sandbox: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # TCP tries and sandbox-namespace ones
+        self.closed = False
 
     def servers_for(self, upstreams: Upstreams) -> tuple[Server, ...]:
         """The upstreams to try (at most MAX_UPSTREAMS), unusable entries skipped with a log."""
@@ -129,7 +291,48 @@ class Forwarder:
         cache_scope: str = "",
         sandbox_id: str | None = None,
     ) -> ForwardResult:
-        """Answer `request` (raw bytes `query`) from the cache or `upstreams` (R11, R13, R14).
+        """Answer `request` (raw bytes `query`) from the cache or `upstreams` (R11, R13, R14):
+        `start`, awaited, for a query the slow path parsed."""
+        parsed = query_of(request, query)
+        if parsed is None:
+            return ForwardResult(servfail(request), "servfail", tries=("query has no question",))
+        # The result may come before `start` returns (an upstream that fails at once): a loop
+        # and a future are only needed when it does not.
+        results: list[ForwardResult] = []
+        waiting: list[asyncio.Future[ForwardResult]] = []
+
+        def done(result: ForwardResult) -> None:
+            if waiting:
+                if not waiting[0].done():
+                    waiting[0].set_result(result)
+            else:
+                results.append(result)
+
+        now = self.start(
+            parsed, upstreams, tcp=tcp, opener=opener, cache_scope=cache_scope,
+            sandbox_id=sandbox_id, done=done,
+        )  # fmt: skip
+        if now is not None:
+            return now
+        if results:
+            return results[0]
+        waiting.append(asyncio.get_running_loop().create_future())
+        return await waiting[0]
+
+    def start(
+        self,
+        query: Query,
+        upstreams: Upstreams,
+        *,
+        tcp: bool,
+        done: Done,
+        opener: Opener | None = None,
+        cache_scope: str = "",
+        sandbox_id: str | None = None,
+    ) -> ForwardResult | None:
+        """Answer QUERY from the cache or `upstreams` (R11, R13, R14): the result at once when
+        there is one (a cache hit, no upstream, over the cap), else None and `done(result)`
+        later, from the event loop.
 
         `cache_scope` tells apart equal addresses that mean different servers: upstreams named
         for a sandbox are reached from its namespace, so pass the sandbox id for them (it keys
@@ -140,89 +343,65 @@ class Forwarder:
         started = time.monotonic()
         servers = self.servers_for(upstreams)
         if not servers:
-            return ForwardResult(servfail(request), "servfail", tries=("no upstream servers",))
+            return ForwardResult(query.servfail(), "servfail", tries=("no upstream servers",))
+        data = query.data
+        match = (
+            data[HEADER_SIZE : HEADER_SIZE + len(query.question) - 4].lower()
+            + data[HEADER_SIZE + len(query.question) - 4 : HEADER_SIZE + len(query.question)]
+        )
         key = None
         if self.cache is not None:
-            key = cache_key((cache_scope, *map(str, servers)), request)
-            cached = self.cache.get(key, request)
+            key = CacheKey((cache_scope, *map(str, servers)), match, query.bits)
+            cached = self.cache.answer(key, data, query.question)
             if cached is not None:
                 return ForwardResult(cached, "cache", elapsed=time.monotonic() - started)
         by_sandbox = self._inflight_by_sandbox
         if self.inflight >= self.max_inflight and (sandbox_id is None or sandbox_id in by_sandbox):
             self._log_overload()
-            return ForwardResult(servfail(request), "overload")
+            return ForwardResult(query.servfail(), "overload")
         if sandbox_id is not None:
             held = by_sandbox.get(sandbox_id, 0)
             if held >= self.max_inflight_per_sandbox:
                 self._log_share_overload(sandbox_id)
-                return ForwardResult(servfail(request), "overload")
+                return ForwardResult(query.servfail(), "overload")
             by_sandbox[sandbox_id] = held + 1
             if held >= self.sandbox_inflight_peak:
                 self.sandbox_inflight_peak = held + 1
         self.inflight += 1
         if self.inflight > self.inflight_peak:
             self.inflight_peak = self.inflight
-        try:
-            result = await self._ask_upstreams(request, query, servers, tcp, opener, cache_scope)
-        finally:
-            self.inflight -= 1
-            if sandbox_id is not None:
-                left = by_sandbox[sandbox_id] - 1
-                if left:
-                    by_sandbox[sandbox_id] = left
-                else:
-                    del by_sandbox[sandbox_id]
-        if self.cache is not None and key is not None and result.path == "upstream":
-            self.cache.put(key, result.reply)
-        return result
+        order = self.health.order([(cache_scope, server) for server in servers])
+        flight = _Flight(
+            self, query, match, order, tcp, opener, sandbox_id, key, done, started,
+            started + self.budget,
+        )  # fmt: skip
+        flight.next()
+        return None
 
-    async def _ask_upstreams(
-        self,
-        request: DNSRecord,
-        query: bytes,
-        servers: tuple[Server, ...],
-        tcp: bool,
-        opener: Opener | None,
-        cache_scope: str,
-    ) -> ForwardResult:
-        started = time.monotonic()
-        deadline = started + self.budget
-        ordered = self.health.order([(cache_scope, server) for server in servers])
-        tries: list[str] = []
-        for index, health_key in enumerate(ordered):
-            server = health_key[1]
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                tries.append(f"{server} not tried: budget spent")
-                continue
-            timeout = try_timeout(remaining, len(ordered) - index)
-            try:
-                reply = await ask(
-                    server, query, tcp=tcp, timeout=timeout, opener=opener, pool=self.udp_pool
-                )
-            except UpstreamFailed as failure:
-                tries.append(f"{server} {failure.reason}")
+    def landed(self, sandbox_id: str | None) -> None:
+        """A forward counted by `start` is over: its room under the cap is free again."""
+        self.inflight -= 1
+        if sandbox_id is not None:
+            by_sandbox = self._inflight_by_sandbox
+            left = by_sandbox[sandbox_id] - 1
+            if left:
+                by_sandbox[sandbox_id] = left
             else:
-                rcode_name = RCODE.get(rcode_of(reply), str(rcode_of(reply)))
-                tries.append(f"{server} {rcode_name}")
-                if not moves_on(reply):
-                    self.health.succeeded(health_key)
-                    self.upstream_answers[str(server)] += 1
-                    return ForwardResult(
-                        query[:2] + reply[2:],
-                        "upstream",
-                        str(server),
-                        time.monotonic() - started,
-                        tuple(tries),
-                    )
-            self.health.failed(health_key)
-            self.upstream_failures[str(server)] += 1
-            if index + 1 < len(ordered):
-                self.failovers += 1
-        log.debug("all upstreams failed for %s: %s", request.q.qname, "; ".join(tries))
-        return ForwardResult(
-            servfail(request), "servfail", elapsed=time.monotonic() - started, tries=tuple(tries)
-        )
+                del by_sandbox[sandbox_id]
+
+    def send(self, flight: _Flight, index: int, server: Server, timeout: float) -> None:
+        """Start try INDEX of FLIGHT, to SERVER for at most TIMEOUT seconds: its reply or its
+        failure comes back to the flight (`replied`, `failed`). UDP from here goes through
+        the pool, the rest in a task."""
+        if flight.tcp or flight.opener is not None:
+            self.spawn(flight.ask(index, server, timeout))
+        else:
+            flight.send_udp(index, server, timeout)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def upstream_health(self) -> dict[str, bool]:
         """Whether each upstream known here is up: the default ones and every one asked.
@@ -239,7 +418,12 @@ class Forwarder:
         return self._inflight_by_sandbox.get(sandbox_id, 0)
 
     def close(self) -> None:
-        """Close the pooled upstream sockets; forwards still waiting on them fail."""
+        """Close the pooled upstream sockets; forwards still waiting on them fail at once
+        (SERVFAIL), and none tries another upstream."""
+        self.closed = True
+        for task in self._tasks:
+            if not task.get_loop().is_closed():
+                task.cancel()
         self.udp_pool.close()
 
     def _log_overload(self) -> None:

@@ -2,9 +2,15 @@
 
 Opening, connecting and closing a socket for every forwarded query costs more than the query
 itself. Here each upstream has up to `size` connected UDP sockets; a query takes a random one,
-a random 16-bit id not pending on it, and waits for the reply that the socket's datagram
-protocol routes to it. A reply counts only as before (`is_reply_to`): from that upstream (the
-socket is connected), QR set, the pending id and the same question; anything else is ignored.
+a random 16-bit id not pending on it, and its reply is routed to it by that id. A reply counts
+only as before (`is_reply_to`): from that upstream (the socket is connected), QR set, the
+pending id and the same question; anything else is ignored.
+
+Nothing is made per query but the pending entry and its timer: `send` writes the datagram
+at once and returns; the socket's reader (a plain file descriptor callback on the event loop,
+no transport, no task, no future) reads each reply and calls the query's `on_reply` from there,
+and the timer calls `on_failure("timeout")`. `exchange` is the same as a coroutine, for callers
+that await.
 
 Trade-off against a new source port per query (Kaminsky): with per-query sockets a spoofer
 must guess the id and one port out of ~28,000 ephemeral ports for every query. With the pool
@@ -29,16 +35,16 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
 
 from resolver.forward.upstream import (
     HEADER_SIZE,
+    UDP_RECV_SIZE,
     Server,
     UpstreamFailed,
     is_reply_to,
     question_of,
-    upstream_failures,
 )
 
 log = logging.getLogger(__name__)
@@ -46,29 +52,34 @@ log = logging.getLogger(__name__)
 POOL_SIZE = 16  # sockets per upstream server
 MAX_USES = 100  # queries sent on one socket before it is retired (a new port)
 MAX_AGE = 10.0  # seconds a socket is used for before it is retired
+READS_PER_WAKEUP = 64  # replies read in one go before the loop serves others
+
+OnReply = Callable[[bytes], None]
+OnFailure = Callable[[str], None]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Pending:
     question: bytes
-    future: asyncio.Future[bytes]
+    on_reply: OnReply
+    on_failure: OnFailure
+    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(eq=False, slots=True)
-class PooledSocket(asyncio.DatagramProtocol):
+class PooledSocket:
     """One connected UDP socket and the queries waiting for a reply on it."""
 
     server: Server
     sock: socket.socket
     born: float
     port: int  # the kernel-chosen source port
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    pool: UdpPool
     pending: dict[int, _Pending] = field(default_factory=dict)
-    uses: int = 0  # queries sent or about to be
-    users: int = 0  # queries holding it now (waiting for it to be ready, or for a reply)
-    transport: asyncio.DatagramTransport | None = None
+    uses: int = 0  # queries sent on it
     failed: str = ""  # why the socket is unusable ("" while it is fine)
     retired: bool = False
+    closed: bool = False
 
     def usable(self, now: float, max_uses: int, max_age: float) -> bool:
         return (
@@ -85,55 +96,69 @@ class PooledSocket(asyncio.DatagramProtocol):
             if query_id not in self.pending:
                 return query_id
 
-    # -- asyncio.DatagramProtocol ----------------------------------------------------------------
+    def readable(self) -> None:
+        """The loop's reader callback: route every reply waiting on the socket."""
+        sock = self.sock
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                data = sock.recv(UDP_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionRefusedError:
+                # ICMP port unreachable: nothing listens there. Fail over now rather than at
+                # the timeout; forging this needs one of the pool's ports, and gains only that.
+                self.fail("unreachable")
+                return
+            except OSError as exc:
+                self.fail(f"error: {exc.strerror or exc}")
+                return
+            self.received(data)
+            if self.closed:
+                return
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The selector loop's datagram transport does not subclass DatagramTransport.
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        self.ready.set()
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
+    def received(self, data: bytes) -> None:
         if len(data) < HEADER_SIZE:
             return
-        query_id = int.from_bytes(data[:2], "big")
+        query_id = data[0] << 8 | data[1]
         waiting = self.pending.get(query_id)
         if waiting is None or not is_reply_to(data, query_id, waiting.question):
             log.debug("ignored a UDP datagram from %s that does not answer our query", self.server)
             return
         del self.pending[query_id]
-        if not waiting.future.done():
-            waiting.future.set_result(data)
+        if waiting.timer is not None:
+            waiting.timer.cancel()
+        self.pool.settle(self)
+        waiting.on_reply(data)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable: nothing listens there. Fail over now rather than at the
-        # timeout; forging this needs one of the pool's ports, and gains only that.
-        if isinstance(exc, ConnectionRefusedError):
-            self.fail("unreachable")
-        else:
-            self.fail(f"error: {getattr(exc, 'strerror', None) or exc}")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.fail("closed")
+    def timed_out(self, query_id: int, waiting: _Pending) -> None:
+        if self.pending.get(query_id) is waiting:
+            del self.pending[query_id]
+            self.pool.settle(self)
+            waiting.on_failure("timeout")
 
     def fail(self, reason: str) -> None:
         """Fail every query pending here with `reason`; the socket is not used again."""
         self.failed = self.failed or reason
-        self.ready.set()  # queries waiting for the endpoint see `failed`
         pending, self.pending = self.pending, {}
+        self.pool.settle(self)
         for waiting in pending.values():
-            if not waiting.future.done():
-                waiting.future.set_exception(UpstreamFailed(reason))
+            if waiting.timer is not None:
+                waiting.timer.cancel()
+            waiting.on_failure(reason)
 
-    def close(self) -> None:
-        self.fail("closed")
-        if self.transport is not None and not self.transport.is_closing():
-            with contextlib.suppress(RuntimeError):  # its loop is closed already
-                self.transport.close()
+    def close(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError, ValueError, OSError):
+                loop.remove_reader(self.sock)
         self.sock.close()
+        self.fail("closed")
 
 
 class UdpPool:
-    """Connected UDP sockets per upstream server; `exchange` sends one query on one of them."""
+    """Connected UDP sockets per upstream server; `send` sends one query on one of them."""
 
     def __init__(
         self, *, size: int = POOL_SIZE, max_uses: int = MAX_USES, max_age: float = MAX_AGE
@@ -144,7 +169,6 @@ class UdpPool:
         self._slots: dict[Server, list[PooledSocket | None]] = {}
         self._retiring: set[PooledSocket] = set()  # out of the pool, replies still awaited
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._starting: set[asyncio.Task[None]] = set()  # endpoint set-ups in flight
         self.sockets_opened = 0  # for metrics and tests
 
     def sockets(self) -> list[PooledSocket]:
@@ -152,42 +176,71 @@ class UdpPool:
         live = [s for slots in self._slots.values() for s in slots if s is not None]
         return live + list(self._retiring)
 
-    async def exchange(self, server: Server, query: bytes, *, timeout: float) -> bytes:
-        """Send `query` (any id) to `server`; its reply (its id, not the query's) or
-        UpstreamFailed ("timeout", "unreachable", ...), as upstream.exchange_udp."""
-        question = question_of(query)
-        if question is None:
-            raise UpstreamFailed("query has no question")
+    def send(
+        self,
+        server: Server,
+        query: bytes,
+        question: bytes,
+        *,
+        timeout: float,
+        on_reply: OnReply,
+        on_failure: OnFailure,
+    ) -> None:
+        """Send `query` (any id) to `server` now; later exactly one of `on_reply(reply)` (its
+        id, not the query's) or `on_failure(reason)` ("timeout", "unreachable", ...) is called,
+        from the event loop, never from inside this call. QUESTION is `question_of(query)`."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self.close()
             self._loop = loop
-        pooled = self._take(server, loop)
-        query_id = -1
-        future: asyncio.Future[bytes] = loop.create_future()
         try:
-            with upstream_failures():
-                async with asyncio.timeout(timeout):
-                    await pooled.ready.wait()
-                    if pooled.failed:
-                        raise UpstreamFailed(pooled.failed)
-                    query_id = pooled.free_id()
-                    pooled.pending[query_id] = _Pending(question, future)
-                    assert pooled.transport is not None
-                    pooled.transport.sendto(query_id.to_bytes(2, "big") + query[2:])
-                    return await future
-        finally:
-            waiting = pooled.pending.get(query_id)
-            if waiting is not None and waiting.future is future:
-                del pooled.pending[query_id]
-            future.cancel()  # a no-op when done; no future is left behind
-            pooled.users -= 1
-            self._settle(pooled)
+            pooled = self._take(server, loop)
+        except UpstreamFailed as failure:
+            loop.call_soon(on_failure, failure.reason)
+            return
+        query_id = pooled.free_id()
+        waiting = _Pending(question, on_reply, on_failure)
+        try:
+            pooled.sock.send(query_id.to_bytes(2, "big") + query[2:])
+        except ConnectionRefusedError:
+            # An ICMP error from an earlier query on this socket, reported to this send: it
+            # fails them all, as the reader would have.
+            loop.call_soon(on_failure, "unreachable")
+            pooled.fail("unreachable")
+            return
+        except OSError as exc:
+            # A full send buffer or a routing error: this query fails, the socket stays.
+            loop.call_soon(on_failure, f"error: {exc.strerror or exc}")
+            return
+        pooled.pending[query_id] = waiting
+        waiting.timer = loop.call_later(max(0.0, timeout), pooled.timed_out, query_id, waiting)
+
+    async def exchange(self, server: Server, query: bytes, *, timeout: float) -> bytes:
+        """`send` as a coroutine: the reply, or UpstreamFailed, as upstream.exchange_udp."""
+        question = question_of(query)
+        if question is None:
+            raise UpstreamFailed("query has no question")
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        def on_reply(reply: bytes) -> None:
+            if not future.done():
+                future.set_result(reply)
+
+        def on_failure(reason: str) -> None:
+            if not future.done():
+                future.set_exception(UpstreamFailed(reason))
+
+        self.send(
+            server, query, question, timeout=timeout, on_reply=on_reply, on_failure=on_failure
+        )
+        return await future
 
     def _take(self, server: Server, loop: asyncio.AbstractEventLoop) -> PooledSocket:
         """A random socket of `server`'s pool, replaced first when it is used up, too old or
-        failed; the caller holds it (`users`) until its exchange ends."""
-        slots = self._slots.setdefault(server, [None] * self.size)
+        failed; counted as used."""
+        slots = self._slots.get(server)
+        if slots is None:
+            slots = self._slots[server] = [None] * self.size
         index = secrets.randbelow(self.size)
         pooled = slots[index]
         if pooled is None or not pooled.usable(time.monotonic(), self.max_uses, self.max_age):
@@ -195,15 +248,11 @@ class UdpPool:
                 self._retire(pooled)
             pooled = self._open(server, loop)
             slots[index] = pooled
-        # Counted now, not once the socket is ready: queries that pile onto a socket still
-        # being set up must not take it past `max_uses`, nor see it closed under them.
         pooled.uses += 1
-        pooled.users += 1
         return pooled
 
     def _open(self, server: Server, loop: asyncio.AbstractEventLoop) -> PooledSocket:
-        """A new socket on a new kernel-chosen port; its endpoint is set up in the background
-        and `ready` tells when (until then queries wait on it)."""
+        """A new socket on a new kernel-chosen port, read by the loop from now on."""
         try:
             sock = socket.socket(server.family, socket.SOCK_DGRAM)
         except OSError as exc:
@@ -215,36 +264,19 @@ class UdpPool:
         except OSError as exc:
             sock.close()
             raise UpstreamFailed(f"error: {exc.strerror or exc}") from None
-        pooled = PooledSocket(server, sock, time.monotonic(), sock.getsockname()[1])
+        pooled = PooledSocket(server, sock, time.monotonic(), sock.getsockname()[1], self)
+        loop.add_reader(sock, pooled.readable)
         self.sockets_opened += 1
-        # A task of its own, so a query cancelled by its timeout cannot leave the endpoint
-        # half made with other queries waiting on `ready`.
-        task = loop.create_task(self._start(pooled, loop))
-        self._starting.add(task)
-        task.add_done_callback(self._starting.discard)
         return pooled
-
-    @staticmethod
-    async def _start(pooled: PooledSocket, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            await loop.create_datagram_endpoint(lambda: pooled, sock=pooled.sock)
-        except OSError as exc:
-            pooled.fail(f"error: {exc.strerror or exc}")
-            pooled.sock.close()
-        except Exception as exc:
-            # Anything else must still release the queries waiting on `ready`.
-            pooled.fail(f"error: {exc}")
-            pooled.sock.close()
-            raise
 
     def _retire(self, pooled: PooledSocket) -> None:
         pooled.retired = True
-        if pooled.users:
+        if pooled.pending:
             self._retiring.add(pooled)
         else:
-            pooled.close()
+            pooled.close(self._loop)
 
-    def _settle(self, pooled: PooledSocket) -> None:
+    def settle(self, pooled: PooledSocket) -> None:
         """Close a retired socket once nothing waits on it; drop a failed one from the pool."""
         if pooled.failed and not pooled.retired:
             slots = self._slots.get(pooled.server, [])
@@ -252,17 +284,15 @@ class UdpPool:
                 if candidate is pooled:
                     slots[index] = None
             self._retire(pooled)
-        elif pooled.retired and not pooled.users:
+        elif pooled.retired and not pooled.pending and not pooled.closed:
             self._retiring.discard(pooled)
-            pooled.close()
+            pooled.close(self._loop)
 
     def close(self) -> None:
         """Close every socket; queries still pending fail with "closed"."""
-        for task in self._starting:
-            if not task.get_loop().is_closed():
-                task.cancel()
-        self._starting.clear()
-        for pooled in self.sockets():
-            pooled.close()
+        sockets = self.sockets()
         self._slots.clear()
         self._retiring.clear()
+        for pooled in sockets:
+            pooled.retired = True
+            pooled.close(self._loop)

@@ -131,7 +131,7 @@ class ServerThread:
             try:
                 return await Listener.start(
                     self.resolver.handle, sandbox_id, random_loopback(), port,
-                    config=self.config, fast=self.resolver.fast,
+                    config=self.config, fast=self.resolver.fast, soon=self.resolver.start,
                 )  # fmt: skip
             except (Conflict, PermissionError):
                 if port == 0:

@@ -31,7 +31,7 @@ pytestmark = [
 
 ROW = re.compile(
     r"^\| (?P<target>[a-z-]+) \| (?P<workload>W\d+)[^|]* \| (?P<qps>[0-9.]+) \| [^|]+ \| "
-    r"(?P<lost>[0-9.]+) \| [^|]+ \| (?P<rcodes>[^|]+) \|$",
+    r"(?P<lost>[0-9.]+) \| [^|]+ \| (?P<cpu>[0-9.]+) \| (?P<rcodes>[^|]+) \|$",
     re.M,
 )
 LAB = re.compile(r"bridge br-nd\w+ in (?P<host>ndh-\w+), clients (?P<clients>.*)$", re.M)
@@ -58,11 +58,16 @@ def test_bench_every_peer_answers_w1_and_w6_with_noerror_and_the_lab_is_removed(
             assert float(row["qps"]) > 0, f"{peer} {workload} answered nothing:\n{done.stdout}"
             assert row["rcodes"].strip() == "NOERROR 100%", f"{peer} {workload}: {row['rcodes']}"
             assert float(row["lost"]) < 1.0, f"{peer} {workload} lost {row['lost']}%"
-    # Ratios against both peers, latency rows at both fixed rates, and the plots.
-    assert "| netdns / aardvark-dns | netdns / dnsmasq |" in done.stdout
+            # The server's CPU time per query, read from /proc around the run.
+            assert float(row["cpu"]) > 0, f"{peer} {workload}: no CPU time read"
+    # Ratios against both peers, for QPS and CPU per query, latency rows of a local and a
+    # forwarded workload at both fixed rates, and the plots.
+    assert done.stdout.count("| netdns / aardvark-dns | netdns / dnsmasq |") == 2
+    assert "| Workload | netdns us/query |" in done.stdout
     for peer in PEERS:
-        for rate in (5000, 20000):
-            assert f"| {peer} | W1 | {rate} |" in done.stdout
+        for workload in ("W1", "W7"):
+            for rate in (5000, 20000):
+                assert f"| {peer} | {workload} | {rate} |" in done.stdout
     (report,) = tmp_path.glob("*.md")
     assert report.read_text().strip() == done.stdout.strip()
     plots = sorted(p.name for p in (tmp_path / report.stem).iterdir())

@@ -41,6 +41,8 @@ def test_bench_quick_run_reports_positive_qps_for_local_and_forwarded_names(tmp_
         "1",
         "--names",
         "100",
+        "--rates",
+        "5000",
         "--out",
         str(tmp_path),
     ]
@@ -52,6 +54,10 @@ def test_bench_quick_run_reports_positive_qps_for_local_and_forwarded_names(tmp_
     qps = {m["workload"]: float(m["qps"]) for m in ROW.finditer(done.stdout)}
     assert qps.get("W1", 0) > 0, f"no W1 traffic in:\n{done.stdout}"
     assert qps.get("W4", 0) > 0, f"no W4 traffic in:\n{done.stdout}"
+    # Every query of W7 is a real forward; the ceiling is measured beside netdns.
+    assert qps.get("W7", 0) > 0, f"no W7 traffic in:\n{done.stdout}"
+    assert re.search(r"^\| ceiling \| W1 ", done.stdout, re.M), done.stdout
+    assert "| netdns / ceiling |" in done.stdout
     # One progress line per step went to stderr, and the report file holds the same table.
     assert "netdns W1 run 1/1" in done.stderr
     reports = list(tmp_path.glob("*.md"))

@@ -38,7 +38,6 @@ from urllib.parse import quote, urlencode
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from dnslib import DNSRecord
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from yarl import URL
@@ -57,8 +56,8 @@ from resolver.admin import make_app
 from resolver.daemon import Daemon
 from resolver.events import EventLog
 from resolver.forward import AnswerCache, Forwarder, ForwardResult
-from resolver.forward.forwarder import servfail
-from resolver.names import NameTable
+from resolver.forward.forwarder import Query
+from resolver.names import NameTable, Upstreams
 from resolver.resolve import Resolver
 from tests.unit.doubles import PathNamespaces, QuietDriver
 
@@ -79,10 +78,9 @@ class _QuietRoutes:
 class _StubForwarder(Forwarder):
     """The real Forwarder but for the exchange: every upstream answer is SERVFAIL, at once."""
 
-    async def _ask_upstreams(  # type: ignore[override]
-        self, request: DNSRecord, query: bytes, servers: tuple, *args: Any, **kwargs: Any
-    ) -> ForwardResult:
-        return ForwardResult(servfail(request), "servfail", tries=(f"{servers[0]} SERVFAIL",))
+    def start(self, query: Query, upstreams: Upstreams, **how: Any) -> ForwardResult:  # type: ignore[override]
+        first = self.servers_for(upstreams)[0]
+        return ForwardResult(query.servfail(), "servfail", tries=(f"{first} SERVFAIL",))
 
 
 class FuzzOps:

@@ -111,7 +111,12 @@ def test_lab_plan_gives_short_unique_names_and_addresses_clear_of_the_zone() -> 
         IPv4Address("10.9.8.2"),
         IPv4Address("10.9.8.3"),
     )
-    assert [c.netns for c in net.clients] == ["ndc-nd-a1b2c3", "ndc-aa-a1b2c3", "ndc-dm-a1b2c3"]
+    assert [c.netns for c in net.clients] == [
+        "ndc-nd-a1b2c3",
+        "ndc-aa-a1b2c3",
+        "ndc-dm-a1b2c3",
+        "ndc-ce-a1b2c3",
+    ]
     assert net.client(Peer.AARDVARK).address == IPv4Address("10.9.8.11")
     names = [net.bridge, *(c.veth for c in net.clients)]
     assert all(len(n) <= 15 for n in names), names  # Linux interface names

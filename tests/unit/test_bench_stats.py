@@ -182,3 +182,29 @@ def test_parse_rates_takes_positive_whole_rates_and_empty_for_none() -> None:
         parse_rates("5k")
     with pytest.raises(Invalid, match="outside"):
         parse_rates("0")
+
+
+def test_cpu_per_query_is_the_median_of_the_runs_and_its_comparison_has_ratios() -> None:
+    # 1000 completed queries per run: 0.010 s is 10 us/query, 0.030 s 30, 0.020 s 20.
+    netdns = Measurement(
+        "netdns", "W1", "title", tuple(_summary(q) for q in (1, 2, 3)), (0.010, 0.030, 0.020)
+    )
+    dnsmasq = Measurement("dnsmasq", "W1", "title", (_summary(1), _summary(1)), (0.040, None))
+    unknown = Measurement("aardvark-dns", "W1", "title", (_summary(1),))
+    assert netdns.cpu_us_per_query == pytest.approx(20.0)
+    assert dnsmasq.cpu_us_per_query == pytest.approx(40.0)  # a run without a reading is left out
+    assert unknown.cpu_us_per_query is None
+    lines = comparison([netdns, unknown, dnsmasq], cpu=True).splitlines()
+    assert lines[0].startswith("| Workload | netdns us/query | aardvark-dns us/query |")
+    assert lines[2] == "| W1 title | 20.0 | - | 40.0 | n/a | 0.50x |"
+
+
+def test_latency_table_compares_each_workload_with_netdns_on_the_same_workload() -> None:
+    rows = [
+        LatencyMeasurement("netdns", "W1", 5000, (_summary(5000),), array("d", [0.001] * 1000)),
+        LatencyMeasurement("netdns", "W7", 5000, (_summary(5000),), array("d", [0.004] * 1000)),
+        LatencyMeasurement("dnsmasq", "W7", 5000, (_summary(5000),), array("d", [0.002] * 1000)),
+    ]
+    lines = latency_table(rows).splitlines()
+    assert lines[4].startswith("| dnsmasq | W7 | 5000 |")
+    assert lines[4].endswith("| 2.00x |")  # netdns's W7 p99 (4 ms) over dnsmasq's (2 ms)

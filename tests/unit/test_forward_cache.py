@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dnslib import CNAME, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSRecord
 
-from resolver.forward.cache import AnswerCache, cache_key, cache_ttl
+from resolver.forward.cache import AnswerCache, cache_key
+from resolver.records import cache_ttl as cache_ttl_of_bytes
+from resolver.records import question_end, read_records
 
 UPSTREAMS = ("", "127.1.2.3:53")
 
@@ -40,6 +42,11 @@ def negative(
         soa = SOA("ns.example.", "hostmaster.example.", times)
         reply.add_auth(RR("example.", QTYPE.SOA, ttl=soa_ttl, rdata=soa))
     return reply
+
+
+def cache_ttl(reply: DNSRecord) -> int:
+    raw = reply.pack()
+    return cache_ttl_of_bytes(raw, read_records(raw, question_end(raw)))
 
 
 def cache_with(clock: Clock, request: DNSRecord, reply: DNSRecord, **kwargs) -> AnswerCache:

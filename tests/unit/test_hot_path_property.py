@@ -311,6 +311,12 @@ def test_r18_pinned_scripts(script: str) -> None:
     run_script(PINNED[script], seed=1)
 
 
+async def _start(resolver: Resolver, sandbox_id: str, data: bytes, replies: list[bytes]) -> bool:
+    taken = resolver.start(sandbox_id, data, False, replies.append)
+    await asyncio.sleep(0)  # a reply that is not ready at once would come from the loop
+    return taken
+
+
 def run_script(steps: list, seed: int) -> None:
     table = NameTable()
     table.apply_all(base_events())
@@ -323,9 +329,19 @@ def run_script(steps: list, seed: int) -> None:
             data = step.data()
             sandbox_id = step.sandbox.id
             before = resolver.fast(sandbox_id, data)  # an entry made earlier, maybe stale
+            # What the listener tries next: forwarding by callback, for names that go upstream.
+            soon: list[bytes] = []
+            taken = before is None and runner.run(_start(resolver, sandbox_id, data, soon))
             slow = runner.run(resolver.handle(sandbox_id, data, False))
             assert slow is not None
             slow = bytes(slow)
+            if before is None:
+                lookup = resolver.table.lookup(sandbox_id, step.name, DNSRecord.parse(data).q.qtype)
+                forwarded = lookup.outcome is Outcome.FORWARD and not lookup.upstreams.from_sandbox
+                assert taken == forwarded, f"start took={taken} for {lookup}: {step}"
+            if taken:
+                assert len(soon) == 1, step
+                assert_same(soon[0], slow, data, f"forwarded by callback: {step}")
             if before is not None:
                 assert_same(before, slow, data, f"entry made before this query: {step}")
             after = resolver.fast(sandbox_id, data)
