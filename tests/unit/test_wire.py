@@ -45,6 +45,7 @@ from resolver.names import NameTable, Upstreams
 from resolver.resolve import Resolver
 from resolver.server import Listener, new_event_loop
 from resolver.wire import AD, CD, DO, EDNS, SHUFFLED_ORDERS, HotCache, parse_question
+from tests.upstreams import Fault, FaultUpstream
 
 # -- building queries and a table -------------------------------------------------------------
 
@@ -735,3 +736,65 @@ def test_a_failing_fast_handler_leaves_the_query_to_the_slow_path() -> None:
         reply, errors = runner.run(main())
     assert handler.calls == 1 and errors == 1
     assert str(DNSRecord.parse(reply).rr[0].rdata) == "10.1.0.2"
+
+
+# -- forwarding by callback (Resolver.start): no parse, no task ----------------------------
+
+
+def start_and_wait(resolver: Resolver, data: bytes, wait: float) -> tuple[bool, list[bytes]]:
+    """Resolver.start as the listener calls it, then WAIT seconds of the loop for late replies."""
+    replies: list[bytes] = []
+
+    async def run() -> bool:
+        taken = resolver.start(CLIENT.id, data, False, replies.append)
+        await asyncio.sleep(wait)
+        resolver.forwarder.close()
+        return taken
+
+    return asyncio.run(run()), replies
+
+
+def test_r11_start_declines_local_names_tcp_and_odd_questions_and_takes_forwarded_ones() -> None:
+    with FaultUpstream(Fault.ANSWER, port=0) as upstream:
+        resolver = make_resolver(servers=[upstream.server])
+        for declined in (query("web"), query("WEB", "AAAA")):
+            assert not resolver.start(CLIENT.id, declined, False, lambda reply: None)
+        assert not resolver.start(CLIENT.id, query("example.org"), True, lambda reply: None)
+        odd = query("ex ample.org")  # a space in a label: dnslib spells it, the slow path asks
+        assert not resolver.start(CLIENT.id, odd, False, lambda reply: None)
+        taken, replies = start_and_wait(resolver, query("Example.ORG"), 0.3)
+    assert taken and len(replies) == 1
+    reply = DNSRecord.parse(replies[0])
+    assert str(reply.q.qname) == "Example.ORG." and str(reply.rr[0].rdata) == "192.0.2.1"
+    # Counted as the slow path counts a forward (metrics by type, rcode and path).
+    assert resolver.stats.counts[(QTYPE.A, RCODE.NOERROR, "upstream")] == 1
+
+
+@pytest.mark.parametrize("fault", [Fault.WRONG_ID, Fault.WRONG_QUESTION, Fault.SLOW])
+def test_r11_a_reply_that_does_not_match_or_comes_late_never_answers_the_client(
+    fault: Fault,
+) -> None:
+    # The budget runs out first: the client gets our SERVFAIL once, and the upstream's late
+    # (SLOW) or mismatched reply, arriving after, reaches nobody.
+    with FaultUpstream(fault, port=0, delay=0.4) as upstream:
+        resolver = make_resolver(servers=[upstream.server])
+        resolver.forwarder.budget = 0.2
+        taken, replies = start_and_wait(resolver, query("late.example"), 0.8)
+        assert upstream.udp_queries == 1
+    assert taken
+    assert len(replies) == 1, replies
+    assert DNSRecord.parse(replies[0]).header.rcode == RCODE.SERVFAIL
+    assert resolver.forwarder.inflight == 0
+
+
+def test_r13_start_answers_the_second_query_from_the_bytes_cache_in_the_client_case() -> None:
+    with FaultUpstream(Fault.ANSWER, port=0) as upstream:
+        resolver = make_resolver(cache=AnswerCache(), servers=[upstream.server])
+        assert start_and_wait(resolver, query("cached.example"), 0.3)[1]
+        replies: list[bytes] = []
+        asked = upstream.udp_queries
+        assert resolver.start(CLIENT.id, query("CACHED.example"), False, replies.append)
+        assert upstream.udp_queries == asked
+    assert len(replies) == 1  # at once: no loop turn needed for a cache hit
+    assert b"\x06CACHED\x07example" in replies[0]
+    assert DNSRecord.parse(replies[0]).rr[0].rname == "CACHED.example."
