@@ -16,21 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
-import socket
 import sys
 from typing import Any
 
-from drivers.errors import NetdnsError
-from resolver.netns import (
-    LISTENER_ADDRESS,
-    install_redirect,
-    open_listener_sockets,
-    remove_redirect,
-)
-from resolver.server import run
+from bench.serve import serve_in_netns
+from resolver.netns import LISTENER_ADDRESS, ListenerSockets
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +59,9 @@ class CannedProtocol(asyncio.DatagramProtocol):
             self.transport.sendto(reply, addr)  # type: ignore[union-attr]
 
 
-async def serve(udp: socket.socket, port: int) -> None:
+async def serve(sockets: ListenerSockets) -> None:
+    sockets.tcp.close()  # UDP only: dnsperf asks over UDP
+    udp, port = sockets.udp, sockets.port
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -94,19 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr, format="bench.ceiling: %(message)s"
     )
-    try:
-        sockets = open_listener_sockets(args.netns)
-        install_redirect(args.netns, sockets.port)
-    except NetdnsError as exc:
-        log.error("cannot listen in %s: %s", args.netns, exc)
-        return exc.exit_code
-    sockets.tcp.close()  # UDP only: dnsperf asks over UDP
-    try:
-        run(serve(sockets.udp, sockets.port))
-    finally:
-        with contextlib.suppress(NetdnsError):
-            remove_redirect(args.netns)
-    return 0
+    return serve_in_netns(args.netns, serve)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ import hashlib
 import logging
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 from bench.workloads import CONTAINER_GATEWAY, CONTAINER_SUBNET, Zone
 from drivers.errors import NetdnsError
@@ -186,17 +187,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.address:
         run(serve((args.address, args.port), zone, args.upstream, **options))
         return 0
+    return serve_in_netns(
+        args.netns, lambda sockets: serve(sockets, zone, args.upstream, **options)
+    )
+
+
+def serve_in_netns(
+    netns: str, serving: Callable[[ListenerSockets], Coroutine[Any, Any, None]]
+) -> int:
+    """Run SERVING on listener sockets made inside NETNS, 127.0.0.11:53 redirected to them,
+    the redirect removed at the end; the exit code (a NetdnsError's when they cannot be made)."""
     try:
-        sockets = open_listener_sockets(args.netns)
-        install_redirect(args.netns, sockets.port)
+        sockets = open_listener_sockets(netns)
+        install_redirect(netns, sockets.port)
     except NetdnsError as exc:
-        log.error("cannot listen in %s: %s", args.netns, exc)
+        log.error("cannot listen in %s: %s", netns, exc)
         return exc.exit_code
     try:
-        run(serve(sockets, zone, args.upstream, **options))
+        run(serving(sockets))
     finally:
         with contextlib.suppress(NetdnsError):
-            remove_redirect(args.netns)
+            remove_redirect(netns)
     return 0
 
 

@@ -27,6 +27,7 @@ from dnslib import (
 )
 
 from resolver.names import Lookup, Outcome
+from resolver.records import skip_name
 
 HEADER = struct.Struct("!HHHHHH")
 RECORD_FIXED = struct.Struct("!HHIH")  # type, class, TTL, RDLENGTH: after a record's owner
@@ -42,7 +43,6 @@ UDP_ADVERTISED = 1232  # the EDNS buffer size we offer (DNS flag day 2020), and 
 EDNS_VERSION = 0
 MAX_NAME = 255  # RFC 1035 2.3.4: octets in a name on the wire
 MAX_LABEL = 63  # RFC 1035 2.3.4: octets in a label; 0x40-0xBF are other label types
-POINTER = 0xC0  # a length octet with both top bits set starts a compression pointer
 
 
 def rcode_only_reply(query: bytes, rcode: int) -> bytes:
@@ -98,7 +98,7 @@ def _query_records(buffer: DNSBuffer, skipped: int, additional: int) -> RR | Non
     opt: RR | None = None
     for index in range(skipped + additional):
         start = buffer.offset
-        position = _skip_name(data, start)
+        position = skip_name(data, start)
         if position + RECORD_FIXED.size > len(data):
             raise DNSError(f"record {index} cut short at offset {position}")
         rtype, _rclass, _ttl, rdlength = RECORD_FIXED.unpack_from(data, position)
@@ -125,21 +125,6 @@ def _check_options(data: bytes, position: int, end: int) -> None:
         position += 4 + (data[position + 2] << 8 | data[position + 3])
     if position != end:
         raise DNSError(f"EDNS option runs past the OPT record's RDATA, to offset {position}")
-
-
-def _skip_name(data: bytes, position: int) -> int:
-    """The offset after the wire name at `position` (its pointer, if any, is not followed)."""
-    while True:
-        if position >= len(data):
-            raise DNSError(f"name runs past the end of the message at offset {position}")
-        length = data[position]
-        if length >= POINTER:
-            return position + 2
-        if length > MAX_LABEL:
-            raise DNSError(f"label type {length:#x} at offset {position}")
-        position += length + 1
-        if length == 0:
-            return position
 
 
 def request_edns(request: DNSRecord) -> EDNS0 | None:
