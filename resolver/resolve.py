@@ -120,7 +120,7 @@ class Resolver:
         def done(result: ForwardResult) -> None:
             respond(self._forwarded(sandbox_id, data, question, name, result, started, generation))
 
-        query = Query(data, question[3], question[4])
+        query = Query(data, question[3], question[1] + question[3][-4:], question[4])
         now = self.forwarder.start(
             query, lookup.upstreams, tcp=False, sandbox_id=sandbox_id, done=done
         )

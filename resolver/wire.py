@@ -34,6 +34,10 @@ from dataclasses import dataclass
 from dnslib import DNSRecord
 
 from resolver.answer import UDP_ADVERTISED, UDP_MIN, local_reply
+
+# The key's last part, what in the query beside its name and type shapes the reply: the answer
+# cache's bits, so one parse of the query serves both caches.
+from resolver.forward.cache import AD, CD, DO, EDNS
 from resolver.forward.message import parse_message
 from resolver.names import Change, Lookup, Outcome, lookup_dependencies
 from resolver.records import HEADER_SIZE, MAX_LABEL, QTYPE_OPT, cache_ttl, read_records
@@ -44,11 +48,6 @@ DEFAULT_MAX_ENTRIES = 20_000  # about 1 KiB each (one order, measured): ~20 MiB 
 SHUFFLED_ORDERS = 8  # R4: orders kept per shared name, given in turn
 DEFAULTS_CHECK_INTERVAL = 1.0  # seconds between looks at the default upstreams
 
-# Bits of the key's last part: what in the query beside its name and type shapes the reply.
-EDNS = 1  # an OPT record: the reply echoes one
-DO = 2  # DNSSEC OK (a forwarded reply may carry signatures)
-CD = 4  # checking disabled (a forwarded reply may hold unvalidated data)
-AD = 8  # the client understands AD: an upstream sets AD only then (RFC 6840 5.7)
 
 CLASS_IN = 1
 RD = 0x0100

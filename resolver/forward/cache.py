@@ -30,8 +30,8 @@ DEFAULT_MAX_ENTRIES = 10_000
 DO_BIT = 0x8000  # in the OPT record's TTL field (RFC 6891)
 RD = 0x01  # in the third byte of the header
 
-# Bits of CacheKey.bits: what in the query beside its question shapes the reply. The same
-# values as the hot cache's key (resolver/wire.py), so one parse of the query serves both.
+# Bits of CacheKey.bits: what in the query beside its question shapes the reply. The hot cache
+# (resolver/wire.py) keys on the same bits, so one parse of the query serves both.
 EDNS = 1  # the client sent an OPT record: the reply carries one too
 DO = 2  # DNSSEC OK: the reply carries signatures
 CD = 4  # checking disabled: the reply may hold data that failed validation

@@ -95,6 +95,8 @@ class Query:
 
     data: bytes  # as the client sent it
     question: bytes  # as the client wrote it (uncompressed): the name, type and class
+    match: bytes  # the same with the name lowercased (question_of): the cache's key, and what
+    # a reply's question must be
     bits: int  # cache.EDNS | DO | CD | AD
 
     def servfail(self) -> bytes:
@@ -107,7 +109,8 @@ def query_of(request: DNSRecord, data: bytes) -> Query | None:
     question = question_of(data)
     if question is None:
         return None
-    return Query(data, data[HEADER_SIZE : HEADER_SIZE + len(question)], request_bits(request))
+    written = data[HEADER_SIZE : HEADER_SIZE + len(question)]
+    return Query(data, written, question, request_bits(request))
 
 
 @dataclass(slots=True, eq=False)
@@ -117,7 +120,6 @@ class _Flight:
 
     forwarder: Forwarder
     query: Query
-    match: bytes  # question_of(query): what a reply's question must be
     order: list[tuple[str, Server]]  # health keys, in the order to try them
     tcp: bool
     opener: Opener | None
@@ -148,7 +150,7 @@ class _Flight:
 
     def send_udp(self, index: int, server: Server, timeout: float) -> None:
         self.forwarder.udp_pool.send(
-            server, self.query.data, self.match, timeout=timeout,
+            server, self.query.data, self.query.match, timeout=timeout,
             on_reply=lambda reply: self.replied(index, reply),
             on_failure=lambda reason: self.failed(index, reason),
         )  # fmt: skip
@@ -344,15 +346,10 @@ class Forwarder:
         servers = self.servers_for(upstreams)
         if not servers:
             return ForwardResult(query.servfail(), "servfail", tries=("no upstream servers",))
-        data = query.data
-        match = (
-            data[HEADER_SIZE : HEADER_SIZE + len(query.question) - 4].lower()
-            + data[HEADER_SIZE + len(query.question) - 4 : HEADER_SIZE + len(query.question)]
-        )
         key = None
         if self.cache is not None:
-            key = CacheKey((cache_scope, *map(str, servers)), match, query.bits)
-            cached = self.cache.answer(key, data, query.question)
+            key = CacheKey((cache_scope, *map(str, servers)), query.match, query.bits)
+            cached = self.cache.answer(key, query.data, query.question)
             if cached is not None:
                 return ForwardResult(cached, "cache", elapsed=time.monotonic() - started)
         by_sandbox = self._inflight_by_sandbox
@@ -372,9 +369,8 @@ class Forwarder:
             self.inflight_peak = self.inflight
         order = self.health.order([(cache_scope, server) for server in servers])
         flight = _Flight(
-            self, query, match, order, tcp, opener, sandbox_id, key, done, started,
-            started + self.budget,
-        )  # fmt: skip
+            self, query, order, tcp, opener, sandbox_id, key, done, started, started + self.budget
+        )
         flight.next()
         return None
 

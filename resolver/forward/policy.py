@@ -11,14 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from dnslib import RCODE
 
 from resolver.forward.upstream import Opener, Server, UpstreamFailed, exchange_tcp, exchange_udp
-
-if TYPE_CHECKING:
-    from resolver.forward.pool import UdpPool
 
 MAX_UPSTREAMS = 3
 FAILOVER_RCODES = frozenset({RCODE.SERVFAIL, RCODE.REFUSED})
@@ -118,7 +115,6 @@ async def ask(
     tcp: bool,
     timeout: float,
     opener: Opener | None = None,
-    pool: UdpPool | None = None,
 ) -> bytes:
     """One upstream's reply to `query` over the client's transport, or UpstreamFailed.
 
@@ -128,7 +124,7 @@ async def ask(
     if tcp:
         return await exchange_tcp(server, query, timeout=timeout, opener=opener)
     deadline = time.monotonic() + timeout
-    reply = await exchange_udp(server, query, timeout=timeout, opener=opener, pool=pool)
+    reply = await exchange_udp(server, query, timeout=timeout, opener=opener)
     if not reply[2] & TC_BIT:
         return reply
     try:

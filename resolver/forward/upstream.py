@@ -7,8 +7,8 @@ class); anything else is ignored and the wait goes on until the timeout, so a sp
 neither slip an answer in nor make the exchange fail early. Sockets come from an `Opener`, so
 a caller can create them inside a sandbox's network namespace.
 
-Without an opener, a UDP exchange given a `pool` (resolver/forward/pool.py) shares that
-pool's connected sockets instead of opening one; its docstring weighs the trade-off.
+The forwarder's own UDP tries without an opener share the connected sockets of
+resolver/forward/pool.py instead; its docstring weighs the trade-off.
 """
 
 from __future__ import annotations
@@ -21,12 +21,8 @@ import secrets
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from drivers.errors import Invalid
-
-if TYPE_CHECKING:
-    from resolver.forward.pool import UdpPool
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +151,8 @@ async def exchange_udp(
     *,
     timeout: float,
     opener: Opener | None = None,
-    pool: UdpPool | None = None,
 ) -> bytes:
-    """Send `query` (any id) over UDP; the upstream's reply (its id, not the query's).
-
-    With `pool` and no `opener` the query goes out on one of the pool's sockets.
-    """
-    if pool is not None and opener is None:
-        return await pool.exchange(server, query, timeout=timeout)
+    """Send `query` (any id) over UDP; the upstream's reply (its id, not the query's)."""
     question, query_id, packet, sock = _prepare(query, opener, server, socket.SOCK_DGRAM)
     loop = asyncio.get_running_loop()
     # ICMP port unreachable fails over at once rather than at the timeout; forging it needs
