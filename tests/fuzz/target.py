@@ -384,26 +384,31 @@ def check_reply(data: bytes, reply: bytes, walked: Walked, tcp: bool, path: str)
 
 def normalised(reply: bytes) -> tuple[bytes, tuple, tuple[Counter, Counter, Counter]]:
     """What hot and slow replies must share: the header, the question exactly, each section's
-    records as a multiset (order is R4's shuffle; compression is the encoder's choice). Owners
-    equal to the question keep the client's spelling on both paths (R2) and compare exactly;
-    other names compare case-insensitively (RFC 4343): in a forwarded answer kept hot, a name
-    sharing the question's suffix (the SOA of an NXDOMAIN, say) is a pointer into the
-    question and takes each client's spelling, on purpose (tests/unit/test_wire.py::
+    records as a multiset (order is R4's shuffle; compression is the encoder's choice). Answer
+    owners equal to the question keep the client's spelling on both paths (R2) and compare
+    exactly; other names compare case-insensitively (RFC 4343): in a forwarded answer kept
+    hot, a name sharing the question's suffix (the SOA of an NXDOMAIN, say, or one equal to
+    it) is a pointer into the question and takes each client's spelling, on purpose, while a
+    fresh forward passes the upstream's (tests/unit/test_wire.py::
     test_r13_negative_answer_with_soa_is_served_hot)."""
     parsed = DNSRecord.parse(reply)
     question = tuple((tuple(q.qname.label), q.qtype, q.qclass) for q in parsed.questions)
     qname = parsed.q.qname if parsed.questions else None
 
-    def owner(rr: RR) -> tuple[bytes, ...]:
+    def owner(rr: RR, exact: bool) -> tuple[bytes, ...]:
         labels = tuple(rr.rname.label)
-        return labels if rr.rname == qname else tuple(label.lower() for label in labels)
+        return labels if exact and rr.rname == qname else tuple(label.lower() for label in labels)
 
-    def section(records: list[RR]) -> Counter:
+    def section(records: list[RR], exact: bool = False) -> Counter:
         return Counter(
-            (owner(rr), rr.rtype, rr.rclass, rr.ttl, _rdata(rr).lower()) for rr in records
+            (owner(rr, exact), rr.rtype, rr.rclass, rr.ttl, _rdata(rr).lower()) for rr in records
         )
 
-    return reply[:12], question, (section(parsed.rr), section(parsed.auth), section(parsed.ar))
+    return (
+        reply[:12],
+        question,
+        (section(parsed.rr, True), section(parsed.auth), section(parsed.ar)),
+    )
 
 
 def _rdata(rr: RR) -> bytes:
