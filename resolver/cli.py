@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -358,6 +359,9 @@ def format_event(event: dict[str, Any]) -> str:
 
 def cmd_events(ctx: Context) -> int:
     a = ctx.args
+    # A follower started by a script in the background inherits SIGINT ignored, and Python
+    # then keeps it ignored: `kill -INT` must still end it, as it ends `docker events`.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         # With --until the daemon ends the stream at that seq or time.
         for event in ctx.client.events(since=a.since, until=a.until, follow=not a.no_follow):

@@ -47,6 +47,9 @@ class Follower:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # As a background job of a script starts it (and the suite, run in the
+            # background, started it before): SIGINT ignored, which `interrupt` must still end.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
         self.lines: Queue[dict] = Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
