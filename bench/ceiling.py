@@ -5,10 +5,11 @@ can do per query.
 
 It listens where netdns listens (127.0.0.11 inside the namespace, 127.0.0.11:53 redirected there
 by the same nftables rule) and answers every datagram with the same A record behind the query's
-own id and question: no parsing beyond finding the question's end, no table, no cache, one
-`sendto` per reply. The bench measures it beside netdns, so every report says what share of this
-limit netdns reaches on the same machine, through the same redirect, in the same run. It is not
-a DNS server: it ignores the question's type, drops any EDNS record, and never answers TCP.
+own id and question: no parsing beyond finding the question's end, no table, no cache, the
+datagrams read and written in batches as netdns's listeners do (resolver/mmsg.py). The bench
+measures it beside netdns, so every report says what share of this limit netdns reaches on the
+same machine, through the same redirect, in the same run. It is not a DNS server: it ignores
+the question's type, drops any EDNS record, and never answers TCP.
 Prints "ready <address> <port>" on stdout once it listens; stops on SIGTERM or SIGINT.
 """
 
@@ -18,10 +19,11 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
-from typing import Any
 
 from bench.serve import serve_in_netns
+from resolver import mmsg
 from resolver.netns import LISTENER_ADDRESS, ListenerSockets
 
 log = logging.getLogger(__name__)
@@ -44,19 +46,23 @@ def canned_reply(query: bytes) -> bytes | None:
     return query[:2] + FLAGS_AND_COUNTS + query[HEADER_SIZE : name_end + 5] + CANNED_ANSWER
 
 
-class CannedProtocol(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
+class Canned:
+    """Reads the socket as netdns's listeners do (resolver/mmsg.py: a batch of datagrams per
+    recvmmsg, the replies in one sendmmsg), so the ceiling is the limit of the same I/O."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.fd = sock.fileno()
+        self.batch = mmsg.thread_batch()
         self.answered = 0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        reply = canned_reply(data)
-        if reply is not None:
-            self.answered += 1
-            self.transport.sendto(reply, addr)  # type: ignore[union-attr]
+    def readable(self) -> None:
+        replies = []
+        for data, address in self.batch.receive(self.fd):
+            reply = canned_reply(data)
+            if reply is not None:
+                replies.append((address, reply))
+        if replies:
+            self.answered += self.batch.send(self.fd, replies)
 
 
 async def serve(sockets: ListenerSockets) -> None:
@@ -67,13 +73,15 @@ async def serve(sockets: ListenerSockets) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     udp.setblocking(False)
-    transport, protocol = await loop.create_datagram_endpoint(CannedProtocol, sock=udp)
+    canned = Canned(udp)
+    loop.add_reader(canned.fd, canned.readable)
     try:
         print(f"ready {LISTENER_ADDRESS} {port}", flush=True)
         await stop.wait()
-        log.info("stopping: answered %d queries", protocol.answered)
+        log.info("stopping: answered %d queries", canned.answered)
     finally:
-        transport.close()
+        loop.remove_reader(canned.fd)
+        udp.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from drivers.errors import Conflict, Invalid
+from resolver import mmsg
 from resolver.logs import LogThrottle
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class Listener:
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: set[_TcpConnection] = set()
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp: _UdpReader | None = None
         self._server: asyncio.AbstractServer | None = None
         self._address: tuple[str, int] = ("", 0)
         self._closing = False
@@ -189,9 +190,8 @@ class Listener:
         self._address = (address[0], address[1])
         udp_sock.setblocking(False)
         tcp_sock.setblocking(False)
-        self._udp, _ = await self._loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), sock=udp_sock
-        )
+        self._udp = _UdpReader(self, udp_sock)
+        self._loop.add_reader(udp_sock.fileno(), self._udp.readable)
         self._server = await self._loop.create_server(
             lambda: _TcpConnection(self), sock=tcp_sock, backlog=TCP_BACKLOG
         )
@@ -214,7 +214,7 @@ class Listener:
             return
         self._closing = True
         if self._udp is not None:
-            self._udp.close()
+            self._udp.close(self._loop)
         if self._server is not None:
             self._server.close()
         for connection in list(self._connections):
@@ -306,53 +306,67 @@ class Listener:
         self.stats.tcp_connections = len(self._connections)
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, listener: Listener) -> None:
+class _UdpReader:
+    """The listener's UDP socket, read by the loop's fd callback a batch at a time (mmsg.py):
+    replies the fast handler has at once leave together in one sendmmsg, the others one by
+    one when they are ready."""
+
+    def __init__(self, listener: Listener, sock: socket.socket) -> None:
         self._listener = listener
-        self._transport: asyncio.DatagramTransport | None = None
-        # When the socket's send buffer is full, replies are dropped rather than queued without
-        # bound: a UDP client retries anyway.
-        self._writing_paused = False
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._batch = mmsg.thread_batch()
+        self._closed = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
+    def readable(self) -> None:
         listener = self._listener
         if listener.closing:
             return
-        listener.stats.udp_queries += 1
-        reply = listener.answer_fast(data, tcp=False)
-        if reply is None:
-            if not listener.answer_soon(data, functools.partial(self._send_later, addr)):
-                listener.spawn(self._answer(data, addr))
-        elif self._writing_paused:
-            listener.stats.dropped += 1
-        else:
-            self._transport.sendto(reply, addr)  # type: ignore[union-attr]
+        try:
+            datagrams = self._batch.receive(self._fd)
+        except OSError as exc:
+            # An ICMP error of a client that went away, say: nothing to do about it.
+            log.debug("listener %s: udp receive: %s", listener.sandbox_id, exc)
+            return
+        listener.stats.udp_queries += len(datagrams)
+        ready: list[tuple[bytes, bytes]] = []
+        for data, address in datagrams:
+            reply = listener.answer_fast(data, tcp=False)
+            if reply is not None:
+                ready.append((address, reply))
+            elif not listener.answer_soon(data, functools.partial(self.send_later, address)):
+                listener.spawn(self._answer(data, address))
+        if ready:
+            try:
+                sent = self._batch.send(self._fd, ready)
+            except OSError as exc:
+                log.debug("listener %s: udp send: %s", listener.sandbox_id, exc)
+                sent = 0
+            listener.stats.dropped += len(ready) - sent
 
-    async def _answer(self, data: bytes, addr: Any) -> None:
+    async def _answer(self, data: bytes, address: bytes) -> None:
         reply = await self._listener.answer(data, tcp=False)
         if reply is not None:
-            self._send_later(addr, reply)
+            self.send_later(address, reply)
 
-    def _send_later(self, addr: Any, reply: bytes) -> None:
-        """Send a reply that was not ready in datagram_received (the listener may be gone)."""
-        transport = self._transport
-        if transport is None or transport.is_closing() or self._writing_paused:
+    def send_later(self, address: bytes, reply: bytes) -> None:
+        """Send a reply that was not ready in its batch (the listener may be gone by now)."""
+        if self._closed:
             self._listener.stats.dropped += 1
             return
-        transport.sendto(reply, addr)
+        try:
+            sent = mmsg.send_one(self._fd, address, reply)
+        except OSError as exc:
+            log.debug("listener %s: udp send: %s", self._listener.sandbox_id, exc)
+            sent = False
+        if not sent:
+            self._listener.stats.dropped += 1  # no room in the socket: a UDP client retries
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors from clients that went away; nothing to do about them.
-        log.debug("listener %s: udp error: %s", self._listener.sandbox_id, exc)
-
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
+    def close(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._closed:
+            self._closed = True
+            loop.remove_reader(self._fd)
+            self._sock.close()
 
 
 class _TcpConnection(asyncio.Protocol):
