@@ -1,8 +1,8 @@
 """Many datagrams per system call: recvmmsg(2) and sendmmsg(2) through ctypes.
 
 The listeners' UDP sockets are read with one recvmmsg for up to SLOTS queued datagrams and the
-replies ready at once are written with one sendmmsg: on this machine that lifts a canned
-responder from about 153k to 193k queries per second (docs/bench/2026-12-07-mmsg.md), where one
+replies ready at once are written with one sendmmsg: on this machine that lifted a canned
+responder from 153k to 194k queries per second (docs/bench/2026-12-07-mmsg.md), where one
 recvfrom and one sendto per query spend most of their time entering and leaving the kernel.
 
 A `Batch` holds the buffers and the message vectors, made once and reused: a batch is read,
@@ -63,6 +63,7 @@ class _Mmsghdr(ctypes.Structure):
 _STEP = ctypes.sizeof(_Mmsghdr)
 _NAMELEN = _Msghdr.namelen.offset
 _LENGTH = _Mmsghdr.length.offset
+_IOV_STEP = ctypes.sizeof(_Iovec)
 _IOV_LENGTH = _Iovec.length.offset
 _UINT = struct.Struct("I")
 _SIZE_T = struct.Struct("N")
@@ -139,14 +140,14 @@ class Batch:
             for slot, (address, payload) in enumerate(chunk):
                 start, name = slot * DATAGRAM, slot * SOCKADDR
                 data[start : start + len(payload)] = payload
-                _SIZE_T.pack_into(iovecs, slot * ctypes.sizeof(_Iovec) + _IOV_LENGTH, len(payload))
+                _SIZE_T.pack_into(iovecs, slot * _IOV_STEP + _IOV_LENGTH, len(payload))
                 names[name : name + len(address)] = address
                 _UINT.pack_into(headers, slot * _STEP + _NAMELEN, len(address))
             count = _sendmmsg(fd, vector.headers, len(chunk), 0)
             if count < 0:
-                if ctypes.get_errno() in _RETRY:
-                    return sent
                 code = ctypes.get_errno()
+                if code in _RETRY:
+                    return sent
                 raise OSError(code, os.strerror(code))
             sent += count
             if count < len(chunk):

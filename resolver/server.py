@@ -190,8 +190,7 @@ class Listener:
         self._address = (address[0], address[1])
         udp_sock.setblocking(False)
         tcp_sock.setblocking(False)
-        self._udp = _UdpReader(self, udp_sock)
-        self._loop.add_reader(udp_sock.fileno(), self._udp.readable)
+        self._udp = _UdpReader(self, udp_sock, self._loop)
         self._server = await self._loop.create_server(
             lambda: _TcpConnection(self), sock=tcp_sock, backlog=TCP_BACKLOG
         )
@@ -214,7 +213,7 @@ class Listener:
             return
         self._closing = True
         if self._udp is not None:
-            self._udp.close(self._loop)
+            self._udp.close()
         if self._server is not None:
             self._server.close()
         for connection in list(self._connections):
@@ -311,12 +310,16 @@ class _UdpReader:
     replies the fast handler has at once leave together in one sendmmsg, the others one by
     one when they are ready."""
 
-    def __init__(self, listener: Listener, sock: socket.socket) -> None:
+    def __init__(
+        self, listener: Listener, sock: socket.socket, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._listener = listener
         self._sock = sock
         self._fd = sock.fileno()
+        self._loop = loop
         self._batch = mmsg.thread_batch()
         self._closed = False
+        loop.add_reader(self._fd, self.readable)
 
     def readable(self) -> None:
         listener = self._listener
@@ -362,10 +365,10 @@ class _UdpReader:
         if not sent:
             self._listener.stats.dropped += 1  # no room in the socket: a UDP client retries
 
-    def close(self, loop: asyncio.AbstractEventLoop) -> None:
+    def close(self) -> None:
         if not self._closed:
             self._closed = True
-            loop.remove_reader(self._fd)
+            self._loop.remove_reader(self._fd)
             self._sock.close()
 
 

@@ -1,6 +1,6 @@
 """netdns as a peer: `python -m bench.serve --netns` run in the lab's host namespace, its
 listener on 127.0.0.11 inside the netdns client namespace, reached through the port-53
-redirect (nft DNAT), the path a container's query takes.
+redirect (a stateless nft port rewrite), the path a container's query takes.
 
 `python_server` starts any of the bench's Python servers that way (the ceiling too)."""
 
