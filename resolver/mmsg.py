@@ -1,7 +1,8 @@
 """Many datagrams per system call: recvmmsg(2) and sendmmsg(2) through ctypes.
 
 The listeners' UDP sockets are read with one recvmmsg for up to SLOTS queued datagrams and the
-replies ready at once are written with one sendmmsg: on this machine that lifted a canned
+replies ready at once are written with one sendmmsg (those that come later, from upstreams, with
+one sendmmsg per turn of the loop): on this machine that lifted a canned
 responder from 153k to 194k queries per second (docs/bench/2026-12-07-mmsg.md), where one
 recvfrom and one sendto per query spend most of their time entering and leaving the kernel.
 
@@ -27,16 +28,6 @@ MSG_DONTWAIT = 0x40
 _libc = ctypes.CDLL(None, use_errno=True)
 _recvmmsg = _libc.recvmmsg
 _sendmmsg = _libc.sendmmsg
-_sendto = _libc.sendto
-_sendto.argtypes = (
-    ctypes.c_int,
-    ctypes.c_char_p,
-    ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_char_p,
-    ctypes.c_uint32,
-)
-_sendto.restype = ctypes.c_ssize_t
 _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 
 
@@ -153,18 +144,6 @@ class Batch:
             if count < len(chunk):
                 return sent
         return sent
-
-
-def send_one(fd: int, address: bytes, payload: bytes) -> bool:
-    """One datagram to a raw address (a reply that was not ready within its batch); whether
-    the socket took it. Raises OSError for a failure other than a full socket buffer."""
-    payload = bytes(payload)  # the slow path's replies may be bytearrays; bytes stay as they are
-    if _sendto(fd, payload, len(payload), 0, address, len(address)) >= 0:
-        return True
-    code = ctypes.get_errno()
-    if code in _RETRY:
-        return False
-    raise OSError(code, os.strerror(code))
 
 
 _threads = threading.local()

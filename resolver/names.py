@@ -284,6 +284,17 @@ class _NetworkIndex:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """One sandbox's view worked out once for its queries, until the next event."""
+
+    view: View
+    indices: list[_NetworkIndex]  # its DNS networks' indices, in connect order
+    network_names: frozenset[str]  # their names lowercased: the suffixes R3 looks for
+    forward: Lookup  # the decision for a name that is not local (R11, R12)
+    internal_only: bool
+
+
 def _discard(index: dict[str, dict[str, None]], key: str, member: str) -> None:
     members = index.get(key)
     if members is not None:
@@ -302,6 +313,7 @@ class NameTable:
         self._attachments: dict[str, dict[str, None]] = {}
         self._services: dict[str, Service] = {}
         self._watchers: list[ChangeWatcher] = []
+        self._scopes: dict[str, _Scope] = {}  # by sandbox id; any event may change them
 
     # -- events ---------------------------------------------------------------------------
 
@@ -310,6 +322,7 @@ class NameTable:
         self._watchers.append(watcher)
 
     def apply(self, event: Event) -> None:
+        self._scopes.clear()
         if self._watchers:
             change = self.change_of(event)
             for watcher in self._watchers:
@@ -415,13 +428,29 @@ class NameTable:
 
     def view(self, sandbox_id: str) -> View:
         """The sandbox's settings and its DNS-enabled networks in connect order (R1, R3)."""
+        return self._scope(sandbox_id).view
+
+    def _scope(self, sandbox_id: str) -> _Scope:
+        scope = self._scopes.get(sandbox_id)
+        if scope is not None:
+            return scope
         sandbox = self._sandboxes.get(sandbox_id) or Sandbox(id=sandbox_id, name=sandbox_id)
-        networks = tuple(
-            index.network
+        indices = [
+            index
             for network_id in self._attachments.get(sandbox_id, {})
             if (index := self._networks.get(network_id)) is not None and index.network.dns
+        ]
+        view = View(sandbox, tuple(index.network for index in indices))
+        scope = _Scope(
+            view,
+            indices,
+            frozenset(index.network.name.lower() for index in indices),
+            Lookup(Rule.R11_FORWARD, Outcome.FORWARD, upstreams=view.upstreams),
+            view.internal_only,
         )
-        return View(sandbox, networks)
+        if sandbox_id in self._sandboxes:  # an unknown id (a probe, a typo) is not kept
+            self._scopes[sandbox_id] = scope
+        return scope
 
     def has_dns(self, sandbox_id: str) -> bool:
         """Whether the sandbox needs a listener: it is on at least one DNS network (R1)."""
@@ -437,26 +466,25 @@ class NameTable:
         )
 
     def lookup(self, sandbox_id: str, qname: str, qtype: int) -> Lookup:
-        view = self.view(sandbox_id)
+        scope = self._scope(sandbox_id)
         name = normalize(qname)
-        indices = [self._networks[n.id] for n in view.networks]
         if qtype == QTYPE_PTR:
-            found = self._lookup_ptr(indices, name)
+            found = self._lookup_ptr(scope, name)
         elif qtype == QTYPE_SRV:
-            found = self._lookup_srv(indices, name)
+            found = self._lookup_srv(scope, name)
         else:
-            found = self._lookup_name(indices, name, qtype)
+            found = self._lookup_name(scope, name, qtype)
         if found is not None:
             return found
-        return self._not_local(view, name, qtype)
+        return self._not_local(scope, name, qtype)
 
     def not_local(self, sandbox_id: str, qname: str, qtype: int) -> Lookup:
         """The decision for a name the table must not answer (another class than IN)."""
-        return self._not_local(self.view(sandbox_id), normalize(qname), qtype)
+        return self._not_local(self._scope(sandbox_id), normalize(qname), qtype)
 
-    def _lookup_name(self, indices: list[_NetworkIndex], name: str, qtype: int) -> Lookup | None:
-        for candidate, scope in _qualified_candidates(indices, name):
-            matches = [(index, hit) for index in scope if (hit := index.addresses_for(candidate))]
+    def _lookup_name(self, scope: _Scope, name: str, qtype: int) -> Lookup | None:
+        for candidate, indices in _qualified_candidates(scope, name):
+            matches = [(index, hit) for index in indices if (hit := index.addresses_for(candidate))]
             if not matches:
                 continue
             if qtype not in (QTYPE_A, QTYPE_AAAA, QTYPE_ANY):
@@ -473,24 +501,24 @@ class NameTable:
             return Lookup(Rule.R6_NODATA, Outcome.NODATA, matches[0][0].network.name)
         return None
 
-    def _lookup_ptr(self, indices: list[_NetworkIndex], name: str) -> Lookup | None:
+    def _lookup_ptr(self, scope: _Scope, name: str) -> Lookup | None:
         address = reverse_address(name)
         if address is None:
             # `web` PTR: a question about a name, like any other type (R7: NODATA if local).
-            return self._lookup_name(indices, name, QTYPE_PTR)
-        for index in indices:
+            return self._lookup_name(scope, name, QTYPE_PTR)
+        for index in scope.indices:
             target = index.ptr_name(address)
             if target is not None:
                 return Lookup(Rule.R8_PTR, Outcome.RECORDS, index.network.name, ptr=(target,))
         return None
 
-    def _lookup_srv(self, indices: list[_NetworkIndex], name: str) -> Lookup | None:
+    def _lookup_srv(self, scope: _Scope, name: str) -> Lookup | None:
         labels = name.split(".")
         if len(labels) < 3 or not labels[0].startswith("_") or not labels[1].startswith("_"):
-            return self._lookup_name(indices, name, QTYPE_SRV)
+            return self._lookup_name(scope, name, QTYPE_SRV)
         port_name, protocol = labels[0][1:], labels[1][1:]
-        for candidate, scope in _qualified_candidates(indices, ".".join(labels[2:])):
-            for index in scope:
+        for candidate, indices in _qualified_candidates(scope, ".".join(labels[2:])):
+            for index in indices:
                 service = index.services_by_name.get(candidate)
                 if service is None:
                     continue
@@ -504,20 +532,20 @@ class NameTable:
                     for i in task_ids
                 )
                 return Lookup(Rule.R5_SERVICE, Outcome.RECORDS, index.network.name, srv=targets)
-        return self._lookup_name(indices, name, QTYPE_SRV)
+        return self._lookup_name(scope, name, QTYPE_SRV)
 
-    def _not_local(self, view: View, name: str, qtype: int) -> Lookup:
-        upstreams = view.upstreams
-        if view.internal_only and not upstreams.from_sandbox:
+    def _not_local(self, scope: _Scope, name: str, qtype: int) -> Lookup:
+        forward = scope.forward
+        if scope.internal_only and not forward.upstreams.from_sandbox:
             return Lookup(Rule.R12_INTERNAL, Outcome.NXDOMAIN)
         if (
             qtype in (QTYPE_A, QTYPE_AAAA)
-            and view.sandbox.ndots > 0
+            and scope.view.sandbox.ndots > 0
             and "." not in name
-            and view.networks
+            and scope.indices
         ):
             return Lookup(Rule.R12B_NDOTS, Outcome.NODATA)
-        return Lookup(Rule.R11_FORWARD, Outcome.FORWARD, upstreams=upstreams)
+        return forward
 
     # -- introspection (admin API, tests) --------------------------------------------------
 
@@ -529,14 +557,14 @@ class NameTable:
         return sum(len(index.endpoints_by_name) for index in self._networks.values())
 
 
-def _qualified_candidates(
-    indices: list[_NetworkIndex], name: str
-) -> Iterator[tuple[str, list[_NetworkIndex]]]:
+def _qualified_candidates(scope: _Scope, name: str) -> Iterator[tuple[str, list[_NetworkIndex]]]:
     """R3: `a.b.c` is tried as `a.b.c` on every network, then `a.b` on `c`, then `a` on `b.c`."""
-    yield name, indices
+    yield name, scope.indices
     labels = name.split(".")
     for cut in range(len(labels) - 1, 0, -1):
         network_name = ".".join(labels[cut:])
-        scope = [i for i in indices if i.network.name.lower() == network_name]
-        if scope:
-            yield ".".join(labels[:cut]), scope
+        if network_name in scope.network_names:
+            yield (
+                ".".join(labels[:cut]),
+                [i for i in scope.indices if i.network.name.lower() == network_name],
+            )

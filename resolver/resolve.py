@@ -105,7 +105,9 @@ class Resolver:
         if tcp:
             return False  # TCP queries go upstream over TCP, in a task of their own anyway
         started = perf_counter_ns()
-        question = parse_question(data)
+        hot = self.hot
+        missed = hot.missed if hot is not None else None
+        question = missed[1] if missed is not None and missed[0] is data else parse_question(data)
         if question is None:
             return False
         name = text_name(question[3])
@@ -115,7 +117,7 @@ class Resolver:
         lookup = self.table.lookup(sandbox_id, name, qtype)
         if lookup.outcome is not Outcome.FORWARD or lookup.upstreams.from_sandbox:
             return False
-        generation = self.hot.generation if self.hot is not None else 0
+        generation = hot.generation if hot is not None else 0
 
         def done(result: ForwardResult) -> None:
             respond(self._forwarded(sandbox_id, data, question, name, result, started, generation))

@@ -207,6 +207,9 @@ class HotCache:
         self._defaults_checked_at = float("-inf")
         # Hits of entries gone, by (qtype, rcode): kept so the counts only grow.
         self._gone_hits: dict[tuple[int, int], int] = {}
+        # The last query missed and its question: the resolver's `start`, which takes that
+        # same bytes object next, reads the question from here instead of parsing it again.
+        self.missed: tuple[bytes, Question] | None = None
 
     @property
     def size(self) -> int:
@@ -236,6 +239,7 @@ class HotCache:
         entry = self._entries.get((sandbox_id, name, qtype, bits))
         if entry is None:
             self.stats.misses += 1
+            self.missed = (data, question)
             return None
         if entry.forwarded:
             tail = self._aged_tail(entry, (sandbox_id, name, qtype, bits))

@@ -58,6 +58,8 @@ from resolver.names import Upstreams
 log = logging.getLogger(__name__)
 
 OVERLOAD_LOG_INTERVAL = 10.0
+MAX_PLANS = 256  # upstream lists whose parsed form `start` keeps
+_RCODE_NAMES = {code: str(RCODE.get(code)) for code in range(16)}  # 11-15: the number
 MIN_SANDBOX_SHARE = 8  # the default per-sandbox share never goes below this many in flight
 
 
@@ -111,6 +113,12 @@ def query_of(request: DNSRecord, data: bytes) -> Query | None:
         return None
     written = data[HEADER_SIZE : HEADER_SIZE + len(question)]
     return Query(data, written, question, request_bits(request))
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    order: tuple[tuple[str, Server], ...]  # health keys of the upstreams to try, as given
+    scope: tuple[str, ...]  # the answer cache's key for them: (cache scope, "IP:PORT", ...)
 
 
 @dataclass(slots=True, eq=False)
@@ -176,13 +184,13 @@ class _Flight:
             return
         server = self.order[index][1]
         rcode = rcode_of(reply)
-        self.tries.append(f"{server} {RCODE.get(rcode, str(rcode))}")
+        self.tries.append(f"{server.text} {_RCODE_NAMES[rcode]}")
         if moves_on(reply):
             self._moved_on(index)
             return
         self.forwarder.health.succeeded(self.order[index])
-        self.forwarder.upstream_answers[str(server)] += 1
-        self.finish(reply, str(server))
+        self.forwarder.upstream_answers[server.text] += 1
+        self.finish(reply, server.text)
 
     async def _retry_tcp(
         self, index: int, server: Server, truncated: bytes, timeout: float
@@ -200,7 +208,7 @@ class _Flight:
     def _moved_on(self, index: int) -> None:
         forwarder = self.forwarder
         forwarder.health.failed(self.order[index])
-        forwarder.upstream_failures[str(self.order[index][1])] += 1
+        forwarder.upstream_failures[self.order[index][1].text] += 1
         if index + 1 < len(self.order):
             forwarder.failovers += 1
         self.next()
@@ -267,11 +275,14 @@ class Forwarder:
         # Only sandboxes with forwards in flight have an entry: the dict stays as small as that.
         self._inflight_by_sandbox: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # TCP tries and sandbox-namespace ones
+        self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}  # by (scope, upstreams)
         self.closed = False
 
     def servers_for(self, upstreams: Upstreams) -> tuple[Server, ...]:
         """The upstreams to try (at most MAX_UPSTREAMS), unusable entries skipped with a log."""
-        texts = upstreams.servers or tuple(self.default_servers())
+        return self._servers(upstreams.servers or tuple(self.default_servers()))
+
+    def _servers(self, texts: Sequence[str]) -> tuple[Server, ...]:
         servers: list[Server] = []
         for text in texts:
             try:
@@ -343,12 +354,12 @@ class Forwarder:
         it only the global cap applies.
         """
         started = time.monotonic()
-        servers = self.servers_for(upstreams)
-        if not servers:
+        plan = self._plan(upstreams, cache_scope)
+        if not plan.order:
             return ForwardResult(query.servfail(), "servfail", tries=("no upstream servers",))
         key = None
         if self.cache is not None:
-            key = CacheKey((cache_scope, *map(str, servers)), query.match, query.bits)
+            key = CacheKey(plan.scope, query.match, query.bits)
             cached = self.cache.answer(key, query.data, query.question)
             if cached is not None:
                 return ForwardResult(cached, "cache", elapsed=time.monotonic() - started)
@@ -367,12 +378,28 @@ class Forwarder:
         self.inflight += 1
         if self.inflight > self.inflight_peak:
             self.inflight_peak = self.inflight
-        order = self.health.order([(cache_scope, server) for server in servers])
+        order = self.health.order(plan.order)
         flight = _Flight(
             self, query, order, tcp, opener, sandbox_id, key, done, started, started + self.budget
         )
         flight.next()
         return None
+
+    def _plan(self, upstreams: Upstreams, cache_scope: str) -> _Plan:
+        """The upstreams' parsed form, made once per list (not per query): their health keys
+        in the order given, and the answer cache's scope for them."""
+        texts = upstreams.servers or tuple(self.default_servers())
+        plan = self._plans.get((cache_scope, texts))
+        if plan is None:
+            servers = self._servers(texts)
+            plan = _Plan(
+                tuple((cache_scope, server) for server in servers),
+                (cache_scope, *(server.text for server in servers)),
+            )
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            self._plans[cache_scope, texts] = plan
+        return plan
 
     def landed(self, sandbox_id: str | None) -> None:
         """A forward counted by `start` is over: its room under the cap is free again."""

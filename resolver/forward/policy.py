@@ -66,6 +66,8 @@ class Health:
 
     def order(self, upstreams: Sequence[K]) -> list[K]:
         """Upstreams in the order to try them: healthy (and due probes) first, held ones last."""
+        if not self._failing:
+            return list(upstreams)  # nothing failing: the order as given, no clock read
         now = self.clock()
         first: list[K] = []
         last: list[K] = []

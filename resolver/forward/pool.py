@@ -24,7 +24,8 @@ come here and keep a socket each.
 
 An ICMP error on a pooled socket (port unreachable) fails every query pending on it at once,
 as a per-query socket did for its one query; the socket is then retired. The pool belongs to
-one event loop; used from another (a new `asyncio.run`), it drops its old sockets first.
+one event loop; used again once that loop is closed (a new `asyncio.run`), it drops its old
+sockets first.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from resolver.forward.entropy import Entropy
 from resolver.forward.upstream import (
     HEADER_SIZE,
     UDP_RECV_SIZE,
@@ -91,8 +92,9 @@ class PooledSocket:
 
     def free_id(self) -> int:
         """A random id not pending on this socket (at most `max_uses` are, so this ends soon)."""
+        entropy = self.pool.entropy
         while True:
-            query_id = secrets.randbits(16)
+            query_id = entropy.u16()
             if query_id not in self.pending:
                 return query_id
 
@@ -169,6 +171,7 @@ class UdpPool:
         self._slots: dict[Server, list[PooledSocket | None]] = {}
         self._retiring: set[PooledSocket] = set()  # out of the pool, replies still awaited
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.entropy = Entropy()
         self.sockets_opened = 0  # for metrics and tests
 
     def sockets(self) -> list[PooledSocket]:
@@ -189,10 +192,12 @@ class UdpPool:
         """Send `query` (any id) to `server` now; later exactly one of `on_reply(reply)` (its
         id, not the query's) or `on_failure(reason)` ("timeout", "unreachable", ...) is called,
         from the event loop, never from inside this call. QUESTION is `question_of(query)`."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            # asyncio.get_running_loop() costs a getpid(2) in CPython: asked only when the
+            # pool's loop is gone (a new asyncio.run), whose sockets are then dropped.
             self.close()
-            self._loop = loop
+            loop = self._loop = asyncio.get_running_loop()
         try:
             pooled = self._take(server, loop)
         except UpstreamFailed as failure:
@@ -241,7 +246,7 @@ class UdpPool:
         slots = self._slots.get(server)
         if slots is None:
             slots = self._slots[server] = [None] * self.size
-        index = secrets.randbelow(self.size)
+        index = self.entropy.below(self.size)
         pooled = slots[index]
         if pooled is None or not pooled.usable(time.monotonic(), self.max_uses, self.max_age):
             if pooled is not None:

@@ -20,7 +20,7 @@ import logging
 import secrets
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from drivers.errors import Invalid
 
@@ -40,6 +40,15 @@ class Server:
 
     host: str
     port: int = DNS_PORT
+    # str() of it, made once: forwarded queries key the cache and the counters with it.
+    text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.family == socket.AF_INET6:
+            text = f"[{self.host}]:{self.port}"
+        else:
+            text = f"{self.host}:{self.port}"
+        object.__setattr__(self, "text", text)
 
     @property
     def family(self) -> int:
@@ -50,9 +59,7 @@ class Server:
         return (self.host, self.port)
 
     def __str__(self) -> str:
-        if self.family == socket.AF_INET6:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+        return self.text
 
 
 def parse_server(text: str) -> Server:

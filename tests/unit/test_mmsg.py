@@ -82,7 +82,7 @@ def test_the_largest_datagram_is_not_cut(pair: tuple[socket.socket, socket.socke
     batch = mmsg.Batch()
     [(data, address)] = batch.receive(server.fileno())
     assert data == payload
-    assert mmsg.send_one(server.fileno(), address, bytearray(payload)) is True
+    assert batch.send(server.fileno(), [(address, bytearray(payload))]) == 1
     assert client.recv(65535) == payload
 
 
@@ -92,7 +92,7 @@ def test_a_failure_other_than_an_empty_queue_is_an_oserror() -> None:
         with pytest.raises(OSError, match="socket"):
             mmsg.Batch().receive(read)
         with pytest.raises(OSError, match="socket"):
-            mmsg.send_one(write, b"\x02\x00" + bytes(14), b"x")
+            mmsg.Batch().send(write, [(b"\x02\x00" + bytes(14), b"x")])
     finally:
         os.close(read)
         os.close(write)

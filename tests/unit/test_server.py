@@ -7,6 +7,7 @@ loopback address.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import socket
 import time
@@ -16,7 +17,14 @@ from typing import Any
 import pytest
 
 from drivers.errors import Conflict, Invalid
-from resolver.server import Listener, ListenerConfig, bind_pair, new_event_loop
+from resolver.server import (
+    GC_THRESHOLD,
+    Listener,
+    ListenerConfig,
+    bind_pair,
+    new_event_loop,
+    run,
+)
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
@@ -131,6 +139,43 @@ def test_udp_round_trip_gives_the_handler_the_sandbox_and_transport(arun) -> Non
             await listener.close()
 
     arun(main())
+
+
+def test_replies_ready_in_one_loop_turn_all_leave_each_to_its_client(arun) -> None:
+    # 40 clients wait on one event: their replies become ready in the same turn of the loop
+    # and leave in one batch; none is lost or sent to the wrong client.
+    async def main() -> None:
+        handler = EchoHandler()
+        listener, host, port = await start(handler)
+        try:
+            asks = [
+                asyncio.create_task(udp_ask(host, port, f"wait{i}".encode(), 3.0))
+                for i in range(40)
+            ]
+            for _ in range(100):
+                if handler.in_flight == 40:
+                    break
+                await asyncio.sleep(0.01)
+            assert handler.in_flight == 40
+            handler.release.set()
+            replies = await asyncio.gather(*asks)
+            assert replies == [f"sb1|0|wait{i}".encode() for i in range(40)]
+            assert listener.stats.dropped == 0
+        finally:
+            await listener.close()
+
+    arun(main())
+
+
+def test_run_tunes_the_collector_for_serving() -> None:
+    before = gc.get_threshold()
+    try:
+        assert run(asyncio.sleep(0, result="done")) == "done"
+        assert gc.get_threshold()[0] == GC_THRESHOLD
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 def test_r15_tcp_on_the_same_address_and_port_as_udp(arun) -> None:
