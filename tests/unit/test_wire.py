@@ -39,6 +39,7 @@ from drivers.model import (
     Task,
     VirtualIP,
 )
+from resolver import wire as wire_module
 from resolver.forward import AnswerCache, Forwarder
 from resolver.forward.cache import cache_key
 from resolver.names import NameTable, Upstreams
@@ -372,6 +373,35 @@ def test_hot_cache_is_bounded_and_drops_the_oldest_first() -> None:
     assert resolver.fast(CLIENT.id, query("web")) is None
     assert all(resolver.fast(CLIENT.id, query(name)) is not None for name in names[1:])
     assert resolver.hot.stats.evicted == 1
+
+
+def test_a_repeated_query_is_parsed_once_and_answered_with_its_own_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resolver = make_resolver()
+    warm(resolver, CLIENT, query("web.appnet", qid=1))
+    calls: list[bytes] = []
+    real = wire_module.parse_question
+    monkeypatch.setattr(
+        wire_module, "parse_question", lambda data: calls.append(data) or real(data)
+    )
+    for qid in (2, 3, 4):
+        hot = resolver.fast(CLIENT.id, query("web.appnet", qid=qid))
+        assert hot is not None and hot[:2] == qid.to_bytes(2, "big")
+    assert calls == []  # parsed when warm() asked, kept since
+    other = query("WEB.appnet", qid=5)  # another spelling, other bytes: parsed on its own (R2)
+    hot = resolver.fast(CLIENT.id, other)
+    assert calls == [other]
+    assert hot is not None and str(DNSRecord.parse(hot).q.qname) == "WEB.appnet."
+
+
+def test_the_parsed_questions_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wire_module, "MAX_PARSED", 2)
+    resolver = make_resolver()
+    assert resolver.hot is not None
+    for name in ("web", "www", "api", "tasks.api", "nothing.here"):
+        resolver.fast(CLIENT.id, query(name))
+        assert len(resolver.hot._parsed) <= 2
 
 
 def test_no_hot_cache_when_turned_off() -> None:
