@@ -1,7 +1,7 @@
 """`python -m bench.propagation`: how fast a name made on one host answers on another
 (issue 5), and what 10,000 endpoints across the cluster cost.
 
-Runs on the test suite's cluster lab (tests/netns/cluster_lab.py: three host namespaces on an
+Runs on the test suite's cluster lab (bench/labs/cluster.py: three host namespaces on an
 underlay bridge, a real etcd, a real `netdns daemon` in each host namespace; root only):
 
 1. attach -> answer: N times, a container on host1 is connected to an overlay network through
@@ -38,13 +38,13 @@ from pathlib import Path
 
 from dnslib import QTYPE, DNSRecord
 
+from bench.labs.cluster import ClusterHost, ClusterLab, cluster_lab
 from bench.machine import environment
 from bench.stats import percentile
 from drivers.cluster import keys
 from drivers.cluster.etcd import EtcdClient, Put
 from drivers.model import Endpoint
 from resolver.netns import in_netns
-from tests.netns.cluster_lab import ClusterHost, ClusterLab, cluster_lab
 
 log = logging.getLogger("bench.propagation")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -239,7 +239,7 @@ def render(report: Report, env: dict[str, str], when: datetime, args: argparse.N
         f"# netdns multi-host propagation, {when:%Y-%m-%d %H:%M} UTC",
         "",
         "Three host namespaces on one underlay bridge, one etcd, a real daemon per host "
-        "(tests/netns/cluster_lab.py); the probe asks 127.0.0.11 inside a container on host3.",
+        "(bench/labs/cluster.py); the probe asks 127.0.0.11 inside a container on host3.",
         "",
         "| machine | |",
         "|---|---|",

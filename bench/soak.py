@@ -2,7 +2,7 @@
 container churn, watching for what only time shows — memory or descriptors that grow, names
 that stop answering, churn that starts to fail.
 
-The daemon is the test suite's (tests/netns/daemon.py: a real `netdns daemon` with its own
+The daemon is the test suite's (bench/labs/daemon.py: a real `netdns daemon` with its own
 dnsmasq upstream on loopback, driven by the real CLI; root only). On one network: STABLE
 containers that live through the run, a client container, and a churn thread that creates a
 container, waits until the client resolves it, removes it, waits until it is gone, and
@@ -31,8 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.dnsperf import DnsperfRun, available, run_dnsperf
+from bench.labs.daemon import OUTSIDE_NAME, DaemonProcess, running_daemon, suffix
 from bench.machine import environment
-from tests.netns.daemon import OUTSIDE_NAME, DaemonProcess, running_daemon, suffix
 
 log = logging.getLogger("bench.soak")
 RESULTS = Path(__file__).resolve().parent / "results"

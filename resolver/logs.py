@@ -1,84 +1,23 @@
-"""The daemon's log output (`--log-format text|json`) and the sampled per-query log.
-
-Text is one line per record as before. JSON is one object per line: `time` (RFC 3339 UTC),
-`level`, `logger`, `message`, then every field the caller passed in `extra` (and `exc_info` as
-`traceback`), so a collector can index them without parsing messages.
+"""The sampled per-query log, and a throttle for log lines that a flood could repeat.
 
 The query log is the `netdns.query` logger at INFO: one record per sampled query, with the
 container, qname, qtype, rcode, path, upstream and elapsed microseconds as extra fields. The
 Resolver decides whether a query is sampled (`Resolver.query_sample`, changed at run time by
-`PUT /v1/querylog`); this module only words the record.
+`PUT /v1/querylog`); this module only words the record. How records are written (text or JSON
+lines) is the program's choice (netdns/logs.py).
 """
 
 from __future__ import annotations
 
-import enum
-import json
 import logging
 import math
-import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, TextIO
 
 from drivers.errors import Invalid
 
 QUERY_LOGGER = "netdns.query"
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 query_log = logging.getLogger(QUERY_LOGGER)
-
-# Attributes every LogRecord has: anything else on a record came from `extra`.
-_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message",
-    "asctime",
-    "taskName",
-}
-
-
-class LogFormat(enum.StrEnum):
-    TEXT = "text"
-    JSON = "json"
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message and the extra fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        when = datetime.fromtimestamp(record.created, UTC)
-        data: dict[str, Any] = {
-            "time": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and key not in data:
-                data[key] = value
-        if record.exc_info:
-            data["traceback"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            data["traceback"] = record.exc_text
-        return json.dumps(data, default=str)
-
-
-def formatter(log_format: LogFormat | str) -> logging.Formatter:
-    if LogFormat(log_format) is LogFormat.JSON:
-        return JsonFormatter()
-    return logging.Formatter(TEXT_FORMAT)
-
-
-def configure(level: str, log_format: LogFormat | str, stream: TextIO | None = None) -> None:
-    """The root logger writes to `stream` (stderr) at `level`, as text or JSON lines."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(formatter(log_format))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    # The query log is asked for at run time, whatever --log-level says.
-    query_log.setLevel(logging.INFO)
 
 
 def log_query(

@@ -33,9 +33,9 @@ from resolver.forward import Forwarder
 from resolver.forward.cache import EDNS
 from resolver.forward.forwarder import ForwardResult, Query
 from resolver.logs import log_query
-from resolver.metrics import UNKNOWN_TYPE, QueryPath, QueryStats, rcode_name, type_name
 from resolver.names import Lookup, NameTable, Outcome, Upstreams
 from resolver.server import Respond
+from resolver.stats import UNKNOWN_TYPE, QueryPath, QueryStats, rcode_name, type_name
 from resolver.wire import DEFAULT_MAX_ENTRIES, HotCache, Question, parse_question
 
 log = logging.getLogger(__name__)

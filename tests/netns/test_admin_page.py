@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
+from bench.labs.daemon import DaemonProcess, running_daemon, suffix
+from bench.labs.upstreams import free_loopback_address
 from tests.netns.conftest import Lab
-from tests.netns.daemon import DaemonProcess, running_daemon, suffix
-from tests.upstreams import free_loopback_address
 
 CHROMIUM = Path("/usr/bin/chromium")
 ADMIN_PORT = 8053

@@ -1,6 +1,6 @@
 """Overlay networks and services across hosts (issue 5), end to end: three hosts in their own
 namespaces on one underlay bridge, a real etcd, a real `netdns daemon` per host
-(tests/netns/cluster_lab.py), real glibc getent, dig and ping inside the containers.
+(bench/labs/cluster.py), real glibc getent, dig and ping inside the containers.
 
 Every wait is a bounded poll that fails with the last value it saw.
 `NETDNS_CLUSTER_ATTACHES` sets the containers per host of the concurrent-attach test (default
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from resolver.client import ClientError
-from tests.etcd import etcd_available
-from tests.netns.cluster_lab import ClusterHost, ClusterLab, cluster_lab, wait_for
+from bench.labs.cluster import ClusterHost, ClusterLab, cluster_lab, wait_for
+from bench.labs.etcd import etcd_available
+from netdns.client import ClientError
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates namespaces and daemons"),

@@ -26,11 +26,11 @@ from typing import Any
 
 import pytest
 
+from bench.labs.daemon import OUTSIDE_ADDRESS, OUTSIDE_NAME, DaemonProcess, running_daemon
 from tests.netns.conftest import Lab
-from tests.netns.daemon import OUTSIDE_ADDRESS, OUTSIDE_NAME, DaemonProcess, running_daemon
 
 CNI_BIN = Path("/usr/lib/cni")
-PLUGIN = [sys.executable, "-m", "resolver.cni"]
+PLUGIN = [sys.executable, "-m", "netdns.cni"]
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 ETC_NETNS = Path("/etc/netns")
 

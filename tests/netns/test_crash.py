@@ -31,11 +31,11 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
+from bench.labs.daemon import NETDNS, DaemonProcess, start_daemon
+from bench.labs.upstreams import Dnsmasq, free_loopback_address
 from drivers.namespaces import NETNS_RUN_DIR, is_network_namespace
 from drivers.store import INTENT_FILE, LOCK_FILE
 from tests.netns.conftest import Lab
-from tests.netns.daemon import NETDNS, DaemonProcess, start_daemon
-from tests.upstreams import Dnsmasq, free_loopback_address
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces and links")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.daemon import running_daemon
+from bench.labs.daemon import running_daemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces and links")
 

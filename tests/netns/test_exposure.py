@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.daemon import DaemonProcess, running_daemon, suffix
-from tests.upstreams import free_loopback_address
+from bench.labs.daemon import DaemonProcess, running_daemon, suffix
+from bench.labs.upstreams import free_loopback_address
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces and links")
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.labs.daemon import OUTSIDE_NAME, DaemonProcess, running_daemon, suffix
 from drivers.links import link_kind_supported
-from tests.netns.daemon import OUTSIDE_NAME, DaemonProcess, running_daemon, suffix
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces and links")
 

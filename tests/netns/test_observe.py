@@ -20,8 +20,8 @@ from queue import Empty, Queue
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from resolver.client import Client
-from tests.netns.daemon import NETDNS, OUTSIDE_NAME, DaemonProcess, running_daemon, suffix
+from bench.labs.daemon import NETDNS, OUTSIDE_NAME, DaemonProcess, running_daemon, suffix
+from netdns.client import Client
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces and links")
 

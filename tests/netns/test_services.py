@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.labs.daemon import DaemonProcess, running_daemon, suffix
 from tests.netns.conftest import Lab
-from tests.netns.daemon import DaemonProcess, running_daemon, suffix
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates namespaces and bridges"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.daemon import DEFAULT_BRIDGE_GATEWAY, DaemonProcess, running_daemon, suffix
+from bench.labs.daemon import DEFAULT_BRIDGE_GATEWAY, DaemonProcess, running_daemon, suffix
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates namespaces and bridges"),
@@ -167,7 +167,7 @@ def test_daemon_restart_keeps_names_addresses_and_listeners(
     d = tutorial.daemon
     a2 = address_of(d, tutorial.a2, tutorial.net)
     assert d.stop() == 0
-    from tests.netns.daemon import start_daemon
+    from bench.labs.daemon import start_daemon
 
     new = start_daemon(d.root, d.upstream, bridge=d.bridge)
     tutorial.daemon.process = new.process

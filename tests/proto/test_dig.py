@@ -18,6 +18,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from bench.labs.upstreams import Dnsmasq
 from tests.proto.harness import (
     API_TASKS_V4,
     API_VIP,
@@ -41,7 +42,6 @@ from tests.proto.harness import (
     sample_table,
     sandbox_id,
 )
-from tests.upstreams import Dnsmasq
 
 UDP_MIN = 512
 

@@ -31,11 +31,11 @@ import pytest
 from dnslib import RCODE, DNSRecord
 
 from bench.dnsperf import Summary, parse_summary
+from bench.labs.upstreams import Dnsmasq, free_loopback_address
 from drivers.model import Endpoint, EndpointAttached, Event, Sandbox, SandboxCreated
 from resolver.names import NameTable
 from resolver.server import ListenerConfig, ListenerStats
 from tests.proto.harness import APPNET, DB_V4, WEB_V4, ServerThread, sample_events, sandbox_id
-from tests.upstreams import Dnsmasq, free_loopback_address
 
 needs_dnsperf = pytest.mark.skipif(
     shutil.which("dnsperf") is None, reason="needs dnsperf: apt-get install dnsperf"

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
 
+from bench.labs.upstreams import Dnsmasq
 from resolver.forward import AnswerCache, Forwarder, ForwardResult, HostResolvConf
 from resolver.names import Upstreams
-from tests.upstreams import Dnsmasq
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: dnsmasq on port 53")
 

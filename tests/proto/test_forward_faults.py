@@ -1,4 +1,6 @@
-"""R11, R13, R14: the Forwarder against upstreams that misbehave on purpose (tests/upstreams.py).
+"""R11, R13, R14: the Forwarder against upstreams that misbehave on purpose.
+
+The upstreams are bench/labs/upstreams.py's stand-ins.
 
 Budgets are shortened where the test waits for timeouts; one test keeps the default 4 s to
 show the client (glibc: 5 s) gets SERVFAIL in time.
@@ -15,11 +17,17 @@ import time
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
 
+from bench.labs.upstreams import (
+    BIG_RECORDS,
+    SPOOF_ADDRESS,
+    Fault,
+    FaultUpstream,
+    free_loopback_address,
+)
 from drivers.errors import Invalid
 from resolver.forward import AnswerCache, Forwarder, ForwardResult
 from resolver.forward.policy import Health
 from resolver.names import Upstreams
-from tests.upstreams import BIG_RECORDS, SPOOF_ADDRESS, Fault, FaultUpstream, free_loopback_address
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: upstreams on port 53")
 

@@ -1,5 +1,5 @@
 """R11 through the whole server: the real `dig` asks a listener for names that are not local,
-and the Forwarder behind it asks a real dnsmasq or a scripted upstream (tests/upstreams.py).
+and the Forwarder behind it asks a real dnsmasq or a scripted upstream (bench/labs/upstreams.py).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.labs.upstreams import BIG_RECORDS, Dnsmasq, Fault, FaultUpstream
 from tests.proto.harness import CLIENT1, ServerThread, dig, sample_table
-from tests.upstreams import BIG_RECORDS, Dnsmasq, Fault, FaultUpstream
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: upstreams on port 53")
 

@@ -1,4 +1,4 @@
-"""The admin HTTP API (resolver/admin.py): every route, its JSON, and its error shapes.
+"""The admin HTTP API (netdns/admin.py): every route, its JSON, and its error shapes.
 
 Requests go through aiohttp's real HTTP stack (TestServer/TestClient on a loopback port, inside
 asyncio.run). The AdminOps behind it is `TableOps` below: a real DriverCore and a real NameTable,
@@ -24,7 +24,7 @@ from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec
 from drivers.errors import Invalid
 from drivers.model import Driver, Endpoint, Network, Sandbox
 from drivers.store import LocalStore
-from resolver.admin import AdminOps, make_app
+from netdns.admin import AdminOps, make_app
 from resolver.names import QTYPE_A, QTYPE_AAAA, QTYPE_PTR, QTYPE_SRV, NameTable, Outcome
 from tests.unit.doubles import PathNamespaces, QuietDriver
 
@@ -359,7 +359,7 @@ def test_app_answers_over_a_unix_socket(tmp_path: Path) -> None:
     """The daemon serves make_app on a unix socket; the same app works there."""
     import tempfile
 
-    from resolver.client import Client
+    from netdns.client import Client
 
     ops = TableOps(tmp_path)
     sock_dir = Path(tempfile.mkdtemp(prefix="nd-admin-"))

@@ -1,4 +1,4 @@
-"""Bad calls to the admin HTTP API (resolver/admin.py) never take it down or lose state (issue 7).
+"""Bad calls to the admin HTTP API (netdns/admin.py) never take it down or lose state (issue 7).
 
 Property tests with hypothesis: every write route gets valid bodies with one field mutated
 (wrong JSON type, huge or control-character strings, huge numbers), unknown fields, missing
@@ -15,7 +15,7 @@ routes get random query parameters and object references. For every response:
 One app per module, served by aiohttp's TestServer on a loopback port from an event loop in a
 thread (each example is one real HTTP round trip, not a new server). Behind it: a real DriverCore
 with quiet drivers and path namespaces (tests/unit/doubles.py), a real LocalStore, NameTable,
-EventLog and Resolver, and the daemon's own `explain` (resolver/daemon.py); the Resolver's
+EventLog and Resolver, and the daemon's own `explain` (netdns/daemon.py); the Resolver's
 upstream exchange is a stub that answers SERVFAIL in process, so nothing leaves the machine.
 
 The bugs this found (a 500 for each: a huge integer, deep JSON nesting, a name over 255 octets,
@@ -52,9 +52,9 @@ from drivers.core import (
 from drivers.model import Driver, Endpoint, Network, Sandbox, Service
 from drivers.store import LocalStore
 from drivers.vip import VipRoute
-from resolver.admin import make_app
-from resolver.daemon import Daemon
-from resolver.events import EventLog
+from netdns.admin import make_app
+from netdns.daemon import Daemon
+from netdns.events import EventLog
 from resolver.forward import AnswerCache, Forwarder, ForwardResult
 from resolver.forward.forwarder import Query
 from resolver.names import NameTable, Upstreams

@@ -1,4 +1,4 @@
-"""The `netdns` command (resolver/cli.py) and the demo (resolver/demo.py).
+"""The `netdns` command (netdns/cli.py) and the demo (netdns/demo.py).
 
 Parsing: every command of INTERFACE.md parses with its flags and has --help with examples.
 Behaviour: the CLI runs against a small real aiohttp server on a temporary unix socket, serving
@@ -26,10 +26,10 @@ import pytest
 from aiohttp import web
 
 from drivers.core import SandboxSpec
-from resolver import cli
-from resolver.admin import make_app
-from resolver.client import Client, ClientError
-from resolver.demo import CONTAINERS, NETWORK, run_demo
+from netdns import cli
+from netdns.admin import make_app
+from netdns.client import Client, ClientError
+from netdns.demo import CONTAINERS, NETWORK, run_demo
 from tests.unit.test_admin import TableOps
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -341,7 +341,7 @@ def test_no_daemon_is_a_clear_one_line_error(tmp_path: Path) -> None:
     missing = tmp_path / "missing.sock"
     env = {**os.environ, "NETDNS_HOST": f"unix://{missing}"}
     done = subprocess.run(
-        [sys.executable, "-m", "resolver.cli", "network", "ls"],
+        [sys.executable, "-m", "netdns.cli", "network", "ls"],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -25,6 +25,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
+from bench.labs.etcd import EtcdServer, etcd_available
+from bench.labs.upstreams import free_loopback_address
 from drivers.cluster import keys
 from drivers.cluster.etcd import Compacted, Delete, EtcdClient, Put
 from drivers.cluster.keys import AddressClaim, EndpointRecord, HostRecord, Record
@@ -33,8 +35,6 @@ from drivers.cluster.view import Change
 from drivers.errors import Conflict, Unavailable
 from drivers.model import Driver, Endpoint, IPAMConfig, Network, Scope, Service
 from drivers.overlay import OPT_VNI
-from tests.etcd import EtcdServer, etcd_available
-from tests.upstreams import free_loopback_address
 
 pytestmark = pytest.mark.skipif(
     not etcd_available(), reason="needs /usr/bin/etcd (Debian package etcd-server)"

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from bench.labs.etcd import EtcdServer, etcd_available
+from bench.labs.upstreams import free_loopback_address
 from drivers.cluster.etcd import (
     Compacted,
     Compare,
@@ -29,8 +31,6 @@ from drivers.cluster.etcd import (
     parse_store_url,
 )
 from drivers.errors import Invalid, Unavailable
-from tests.etcd import EtcdServer, etcd_available
-from tests.upstreams import free_loopback_address
 
 pytestmark = pytest.mark.skipif(
     not etcd_available(), reason="needs /usr/bin/etcd (Debian package etcd-server)"

@@ -1,4 +1,4 @@
-"""The event log (resolver/events.py): numbering, the lines, replay, gaps, followers, filters.
+"""The event log (netdns/events.py): numbering, the lines, replay, gaps, followers, filters.
 
 Real EventLog and real model events; streams run in asyncio.run with a test clock where time
 matters.
@@ -27,8 +27,8 @@ from drivers.model import (
     Sandbox,
     SandboxCreated,
 )
-from resolver.admin import make_app
-from resolver.events import Bound, EventLog, parse_bound
+from netdns.admin import make_app
+from netdns.events import Bound, EventLog, parse_bound
 
 APP = Network(
     id="n" * 64,
@@ -280,7 +280,7 @@ def test_parse_bound_reads_seqs_times_and_durations() -> None:
         parse_bound("yesterday", "since")
 
 
-# -- over HTTP (resolver/admin.py) -------------------------------------------------------------
+# -- over HTTP (netdns/admin.py) -------------------------------------------------------------
 
 
 class EventOps:

@@ -1,5 +1,5 @@
 """The pooled UDP upstream sockets (resolver/forward/pool.py, R11): real sockets on loopback
-against tests/upstreams.py's FaultUpstream."""
+against bench/labs/upstreams.py's FaultUpstream."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import time
 import pytest
 from dnslib import DNSRecord
 
+from bench.labs.upstreams import Fault, FaultUpstream, free_loopback_address
 from resolver.forward.forwarder import Forwarder
 from resolver.forward.pool import UdpPool
 from resolver.forward.upstream import Server, UpstreamFailed, parse_server
 from resolver.names import Upstreams
-from tests.upstreams import Fault, FaultUpstream, free_loopback_address
 
 
 def query(name: str) -> bytes:

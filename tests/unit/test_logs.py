@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from drivers.errors import Invalid
+from netdns import logs as output
 from resolver import logs
 from tests.proto.harness import CLIENT1, ServerThread, dig, sample_table
 
@@ -62,7 +63,7 @@ def test_json_format_writes_one_object_per_line_with_the_extra_fields(
     restore_root_logging: None,
 ) -> None:
     out = io.StringIO()
-    logs.configure("info", "json", out)
+    output.configure("info", "json", out)
     log = logging.getLogger("netdns.test")
     log.info("listener for %s on %s", "web", "127.0.0.11:53", extra={"container": "web"})
     log.debug("not at info")
@@ -82,17 +83,17 @@ def test_json_format_writes_one_object_per_line_with_the_extra_fields(
 
 def test_text_format_is_the_plain_line(restore_root_logging: None) -> None:
     out = io.StringIO()
-    logs.configure("warning", "text", out)
+    output.configure("warning", "text", out)
     logging.getLogger("netdns.test").warning("upstream %s down", "127.1.2.3:53")
     line = out.getvalue().strip()
     assert line.endswith("WARNING netdns.test: upstream 127.1.2.3:53 down")
     with pytest.raises(ValueError):
-        logs.configure("info", "xml", out)
+        output.configure("info", "xml", out)
 
 
 def test_a_query_log_line_in_json_carries_every_field(restore_root_logging: None) -> None:
     out = io.StringIO()
-    logs.configure("warning", "json", out)  # the query log shows whatever --log-level says
+    output.configure("warning", "json", out)  # the query log shows whatever --log-level says
     logs.log_query(
         container="web", qname="example.com.", qtype="A", rcode="NOERROR", path="upstream",
         upstream="127.1.2.3:53", elapsed_us=1234,

@@ -12,7 +12,7 @@ from pathlib import Path
 from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec
 from drivers.model import Driver
 from drivers.store import LocalStore
-from resolver.events import EventLog
+from netdns.events import EventLog
 from tests.unit.doubles import PathNamespaces, QuietDriver
 
 CYCLES = 200

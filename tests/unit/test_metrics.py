@@ -16,12 +16,13 @@ import pytest
 from dnslib import DNSRecord
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.labs.upstreams import Dnsmasq, free_loopback_address
 from drivers.model import EndpointAttached, NetworkCreated, SandboxCreated
-from resolver.events import EventLog
+from netdns.events import EventLog
+from netdns.metrics import Metrics, NetdnsCollector, Sources
 from resolver.forward import AnswerCache
-from resolver.metrics import Histogram, Metrics, NetdnsCollector, Sources
+from resolver.stats import Histogram
 from tests.proto.harness import CLIENT1, ServerThread, dig, sample_events, sample_table
-from tests.upstreams import Dnsmasq, free_loopback_address
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("dig") is None, reason="needs dig (bind9-dnsutils)"),

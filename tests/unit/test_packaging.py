@@ -33,14 +33,14 @@ def test_the_wheel_installs_both_commands(wheel: zipfile.ZipFile) -> None:
     parser = ConfigParser()
     parser.read_string(wheel.read(entry_points).decode())
     assert dict(parser["console_scripts"]) == {
-        "netdns": "resolver.cli:main",
-        "netdns-cni": "resolver.cni:main",
+        "netdns": "netdns.cli:main",
+        "netdns-cni": "netdns.cni:main",
     }
 
 
 def test_the_wheel_carries_the_packages(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
-    for module in ("resolver/cli.py", "resolver/cni.py", "drivers/core.py",
+    for module in ("netdns/cli.py", "netdns/cni.py", "resolver/resolve.py", "drivers/core.py",
                    "drivers/cluster/store.py", "drivers/overlay.py"):  # fmt: skip
         assert module in names
     assert not any(n.startswith("tests/") for n in names)
@@ -48,14 +48,14 @@ def test_the_wheel_carries_the_packages(wheel: zipfile.ZipFile) -> None:
 
 def test_the_wheel_carries_the_admin_page(wheel: zipfile.ZipFile) -> None:
     # Every file the page is made of, so an installed daemon serves the same page as a checkout.
-    shipped = {p.name for p in (ROOT / "resolver" / "static").iterdir()}
+    shipped = {p.name for p in (ROOT / "netdns" / "static").iterdir()}
     assert {"index.html", "app.js"} <= shipped
-    assert {f"resolver/static/{name}" for name in shipped} <= set(wheel.namelist())
+    assert {f"netdns/static/{name}" for name in shipped} <= set(wheel.namelist())
 
 
 def test_version_flag_prints_the_package_version() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "resolver.cli", "--version"], capture_output=True, text=True
+        [sys.executable, "-m", "netdns.cli", "--version"], capture_output=True, text=True
     )
     assert done.returncode == 0
     name, version = done.stdout.split()

@@ -1,4 +1,4 @@
-"""The admin page's routes (resolver/page.py) without a browser: what each path serves, with
+"""The admin page's routes (netdns/page.py) without a browser: what each path serves, with
 which content type, and that no spelling of a path reaches anything but the page's own files.
 
 Requests are written by hand on a socket, so paths like /ui/../admin.py reach the server as
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from resolver.page import CONTENT_TYPES, add_page_routes, is_page_request, load_static, page_url
+from netdns.page import CONTENT_TYPES, add_page_routes, is_page_request, load_static, page_url
 
 
 @dataclass(frozen=True, slots=True)

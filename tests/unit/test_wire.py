@@ -19,6 +19,7 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 from dnslib import AAAA, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSRecord, EDNSOption
 
+from bench.labs.upstreams import Fault, FaultUpstream
 from drivers.model import (
     Driver,
     Endpoint,
@@ -46,7 +47,6 @@ from resolver.names import NameTable, Upstreams
 from resolver.resolve import Resolver
 from resolver.server import Listener, new_event_loop
 from resolver.wire import AD, CD, DO, EDNS, SHUFFLED_ORDERS, HotCache, parse_question
-from tests.upstreams import Fault, FaultUpstream
 
 # -- building queries and a table -------------------------------------------------------------
 

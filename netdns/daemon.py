@@ -5,9 +5,9 @@ events, the Resolver and Forwarder that answer, and the admin API that drives it
 DriverCore's blocking work runs on one worker thread, one call at a time; each event it emits
 is handed to the event loop and applied there (table first, then listeners) before the
 worker goes on, so an API call returns only once its answers have changed (R18). Each applied
-event then goes to the event log (resolver/events.py, `GET /v1/events`) and the time it took
+event then goes to the event log (netdns/events.py, `GET /v1/events`) and the time it took
 from the worker to there to the event-lag histogram; `/metrics` reads every counter at scrape
-time (resolver/metrics.py).
+time (netdns/metrics.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
-from dnslib import QTYPE, RCODE, DNSRecord
 
 from drivers import names
 from drivers.cluster.etcd import EtcdClient, parse_store_url
@@ -45,16 +44,19 @@ from drivers.model import Endpoint, Event, Network, Sandbox, SandboxRemoved, Ser
 from drivers.namespaces import Namespaces
 from drivers.registry import default_drivers
 from drivers.store import LocalStore
-from resolver import logs, netns
-from resolver.admin import make_app
-from resolver.events import EventLog
+from netdns import logs
+from netdns.admin import make_app
+from netdns.events import EventLog
+from netdns.metrics import Metrics, Sources
+from netdns.page import is_page_request, page_url
+from resolver import netns
+from resolver.explain import explain
 from resolver.forward import AnswerCache, Forwarder, HostResolvConf
 from resolver.listeners import ListenerManager
-from resolver.metrics import Histogram, Metrics, Sources
 from resolver.names import NameTable
-from resolver.page import is_page_request, page_url
 from resolver.resolve import Opener, Resolver
 from resolver.server import run
+from resolver.stats import Histogram
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,7 +82,7 @@ class DaemonConfig:
     lease_ttl: int = DEFAULT_LEASE_TTL
     bridge: str = "netdns0"  # the Linux bridge of the default `bridge` network
     log_level: str = "info"
-    log_format: str = "text"  # or "json" (resolver/logs.py)
+    log_format: str = "text"  # or "json" (netdns/logs.py)
     dns: tuple[str, ...] = ()
     local_ttl: int = 5
     no_cache: bool = False
@@ -97,7 +99,7 @@ class DaemonConfig:
 
 
 class Daemon:
-    """The running daemon; also the admin API's operations (resolver.admin.AdminOps)."""
+    """The running daemon; also the admin API's operations (netdns.admin.AdminOps)."""
 
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
@@ -250,31 +252,7 @@ class Daemon:
     async def explain(self, sandbox_ref: str, name: str, qtype: str) -> dict[str, Any]:
         """What `sandbox_ref` would get for `name`, which rule gave it, and by which path."""
         sandbox_id = self.core.sandbox(sandbox_ref).id if sandbox_ref else ""
-        qtype = qtype.upper()
-        if qtype not in QTYPE.reverse:
-            raise Invalid(f"type {qtype!r}: not a DNS record type (try A, AAAA, PTR, SRV, MX, TXT)")
-        try:
-            request = DNSRecord.question(name, qtype)
-            query = request.pack()  # a name over 255 octets fails only here
-        except Exception as exc:
-            raise Invalid(f"name {name!r}: {exc}") from exc
-        decision = await self.resolver.decide(sandbox_id, request, query, tcp=False)
-        reply = DNSRecord.parse(decision.reply)
-        return {
-            "from": sandbox_ref,
-            "name": name,
-            "type": qtype,
-            "rcode": rcode_name(reply.header.rcode),
-            "answers": [rr.toZone() for rr in reply.rr],
-            "additional": [rr.toZone() for rr in reply.ar if rr.rtype != QTYPE.OPT],
-            "rule": str(decision.lookup.rule),
-            "outcome": str(decision.lookup.outcome),
-            "network": decision.lookup.network,
-            "path": decision.path,
-            "upstream": decision.upstream,
-            "elapsed_ms": round(decision.elapsed * 1000, 3),
-            "networks_holding": list(self.table.networks_holding(name)),
-        }
+        return {"from": sandbox_ref, **await explain(self.resolver, sandbox_id, name, qtype)}
 
     # -- observing ----------------------------------------------------------------------------
 
@@ -314,7 +292,7 @@ class Daemon:
         async def require_token(request: web.Request, handler: Callable) -> web.StreamResponse:
             sock = request.transport.get_extra_info("socket") if request.transport else None
             # The page's own files hold no state: a browser gets them without the token, and
-            # its script sends the token for /v1/ (resolver/page.py).
+            # its script sends the token for /v1/ (netdns/page.py).
             if sock is not None and sock.family != socket.AF_UNIX and not is_page_request(request):
                 given = request.headers.get("Authorization", "")
                 if not secrets.compare_digest(given, f"Bearer {token}"):
@@ -335,10 +313,6 @@ class Daemon:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(32))
         return path.read_text().strip()
-
-
-def rcode_name(rcode: int) -> str:
-    return str(RCODE.get(rcode, rcode))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

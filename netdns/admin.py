@@ -29,8 +29,8 @@ Routes (JSON in and out):
                                                 keeps the stream open for new events
     GET    /v1/querylog                        {"sample": R}: the share of queries logged
     PUT    /v1/querylog                        {"sample": R}, 0 (off) to 1 (every query)
-    GET    /metrics                            Prometheus text format (resolver/metrics.py)
-    GET    /, /ui/, /ui/{file}                 the read-only web page (resolver/page.py); over
+    GET    /metrics                            Prometheus text format (netdns/metrics.py)
+    GET    /, /ui/, /ui/{file}                 the read-only web page (netdns/page.py); over
                                                 --admin-tcp its files need no token, its API
                                                 calls do
 
@@ -53,11 +53,11 @@ from aiohttp import web
 from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec, ServiceSpec
 from drivers.errors import Invalid, NetdnsError
 from drivers.model import Endpoint, Network, Sandbox, Service
-from resolver import inspect
-from resolver.events import Bound, EventLog, parse_bound
+from netdns import docker_json
+from netdns.events import Bound, EventLog, parse_bound
+from netdns.metrics import Metrics
+from netdns.page import add_page_routes
 from resolver.logs import check_sample
-from resolver.metrics import Metrics
-from resolver.page import add_page_routes
 
 log = logging.getLogger(__name__)
 
@@ -244,11 +244,13 @@ def _ops(request: web.Request) -> AdminOps:
 
 
 def _network_json(core: DriverCore, network: Network) -> dict[str, Any]:
-    return inspect.network_inspect(network, core.endpoints(network_id=network.id), core.sandboxes())
+    return docker_json.network_inspect(
+        network, core.endpoints(network_id=network.id), core.sandboxes()
+    )
 
 
 def _container_json(core: DriverCore, sandbox: Sandbox) -> dict[str, Any]:
-    return inspect.container_inspect(
+    return docker_json.container_inspect(
         sandbox, core.endpoints(sandbox_id=sandbox.id), core.networks()
     )
 
@@ -320,7 +322,7 @@ async def connect(request: web.Request) -> web.Response:
     ops = _ops(request)
     endpoint = await ops.connect(spec)
     network = ops.core.network(endpoint.network_id)
-    return web.json_response(inspect.endpoint_json(endpoint, network))
+    return web.json_response(docker_json.endpoint_json(endpoint, network))
 
 
 async def disconnect(request: web.Request) -> web.Response:
@@ -330,7 +332,7 @@ async def disconnect(request: web.Request) -> web.Response:
         request.match_info["ref"], body.text("container", required=True)
     )
     network = ops.core.network(endpoint.network_id)
-    return web.json_response(inspect.endpoint_json(endpoint, network))
+    return web.json_response(docker_json.endpoint_json(endpoint, network))
 
 
 async def list_containers(request: web.Request) -> web.Response:
@@ -382,7 +384,7 @@ async def remove_container(request: web.Request) -> web.Response:
 
 
 def _service_json(core: DriverCore, service: Service) -> dict[str, Any]:
-    return inspect.service_inspect(
+    return docker_json.service_inspect(
         service, core.tasks(service.id), core.endpoints(), core.networks()
     )
 
@@ -518,5 +520,5 @@ def make_app(ops: AdminOps) -> web.Application:
     app.router.add_get("/v1/querylog", get_querylog)
     app.router.add_put("/v1/querylog", put_querylog)
     app.router.add_get("/metrics", metrics)
-    add_page_routes(app)  # GET /, /ui/: the read-only web page (resolver/page.py)
+    add_page_routes(app)  # GET /, /ui/: the read-only web page (netdns/page.py)
     return app

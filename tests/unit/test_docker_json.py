@@ -1,4 +1,4 @@
-"""Docker's JSON shapes (resolver/inspect.py): `network inspect`, `container inspect`, ls rows.
+"""Docker's JSON shapes (netdns/docker_json.py): `network inspect`, `container inspect`, ls rows.
 
 Model objects are built by hand here; the keys are those of Docker's Engine API, so scripts
 written against `docker network inspect` read netdns's output unchanged.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from ipaddress import ip_address, ip_network
 
 from drivers.model import Driver, Endpoint, IPAMConfig, Network, Sandbox, Scope
-from resolver import inspect
+from netdns import docker_json
 
 NET = Network(
     id="a" * 64,
@@ -68,7 +68,7 @@ DOCKER_NETWORK_KEYS = {
 
 
 def test_network_inspect_has_dockers_keys_and_values() -> None:
-    got = inspect.network_inspect(NET, [ON_NET, ON_BRIDGE], [SANDBOX])
+    got = docker_json.network_inspect(NET, [ON_NET, ON_BRIDGE], [SANDBOX])
     assert set(got) == DOCKER_NETWORK_KEYS
     assert got["Name"] == "alpine-net" and got["Id"] == NET.id
     assert got["Created"] == "2026-01-02T03:04:05.123456Z"
@@ -87,7 +87,7 @@ def test_network_inspect_has_dockers_keys_and_values() -> None:
 
 
 def test_network_inspect_containers_carry_prefixed_addresses() -> None:
-    got = inspect.network_inspect(NET, [ON_NET, ON_BRIDGE], [SANDBOX])
+    got = docker_json.network_inspect(NET, [ON_NET, ON_BRIDGE], [SANDBOX])
     # Only the endpoints of this network, keyed by container id.
     assert got["Containers"] == {
         SANDBOX.id: {
@@ -98,19 +98,19 @@ def test_network_inspect_containers_carry_prefixed_addresses() -> None:
             "IPv6Address": "fd00:90::2/64",
         }
     }
-    bridge = inspect.network_inspect(BRIDGE, [ON_BRIDGE], [SANDBOX])
+    bridge = docker_json.network_inspect(BRIDGE, [ON_BRIDGE], [SANDBOX])
     assert bridge["Containers"][SANDBOX.id]["IPv4Address"] == "172.17.0.5/16"
     assert bridge["Containers"][SANDBOX.id]["IPv6Address"] == ""
 
 
 def test_overlay_scope_is_global_and_empty_network_has_no_containers() -> None:
     overlay = Network(id="d" * 64, name="ov", driver=Driver.OVERLAY, scope=Scope.GLOBAL)
-    got = inspect.network_inspect(overlay, [], [])
+    got = docker_json.network_inspect(overlay, [], [])
     assert got["Scope"] == "global" and got["Containers"] == {} and got["IPAM"]["Config"] == []
 
 
 def test_container_inspect_network_settings_in_connect_order() -> None:
-    got = inspect.container_inspect(SANDBOX, [ON_NET, ON_BRIDGE], [BRIDGE, NET])
+    got = docker_json.container_inspect(SANDBOX, [ON_NET, ON_BRIDGE], [BRIDGE, NET])
     assert got["Id"] == SANDBOX.id and got["Name"] == "/alpine4"
     assert got["Config"] == {"Hostname": "alpine4"}
     assert got["HostConfig"]["Dns"] == ["192.0.2.53"]
@@ -133,7 +133,7 @@ def test_container_inspect_network_settings_in_connect_order() -> None:
 
 
 def test_r2_dns_names_listed_only_on_networks_with_embedded_dns() -> None:
-    got = inspect.container_inspect(SANDBOX, [ON_NET, ON_BRIDGE], [BRIDGE, NET])
+    got = docker_json.container_inspect(SANDBOX, [ON_NET, ON_BRIDGE], [BRIDGE, NET])
     networks = got["NetworkSettings"]["Networks"]
     assert networks["alpine-net"]["DNSNames"] == ["alpine4", "web", SANDBOX.id[:12]]
     assert networks["bridge"]["DNSNames"] is None  # R1: the default bridge has no DNS
@@ -142,31 +142,34 @@ def test_r2_dns_names_listed_only_on_networks_with_embedded_dns() -> None:
 
 def test_container_without_networks() -> None:
     lonely = Sandbox(id="9" * 64, name="none1", netns="/run/netns/none1")
-    got = inspect.container_inspect(lonely, [], [NET])
+    got = docker_json.container_inspect(lonely, [], [NET])
     assert got["NetworkSettings"]["Networks"] == {}
     assert got["HostConfig"]["NetworkMode"] == "none"
     assert got["Config"]["Hostname"] == "9" * 12  # docker's default: the short id
 
 
 def test_ls_rows_from_inspect_dicts() -> None:
-    row = inspect.network_row(inspect.network_inspect(NET, [], []))
+    row = docker_json.network_row(docker_json.network_inspect(NET, [], []))
     assert row == {"ID": "a" * 12, "Name": "alpine-net", "Driver": "bridge", "Scope": "local"}
-    assert inspect.row_cells(row) == ["a" * 12, "alpine-net", "bridge", "local"]
-    assert len(inspect.NETWORK_COLUMNS) == len(row)
+    assert docker_json.row_cells(row) == ["a" * 12, "alpine-net", "bridge", "local"]
+    assert len(docker_json.NETWORK_COLUMNS) == len(row)
 
-    container = inspect.container_inspect(SANDBOX, [ON_NET, ON_BRIDGE], [NET, BRIDGE])
-    row = inspect.container_row(container)
+    container = docker_json.container_inspect(SANDBOX, [ON_NET, ON_BRIDGE], [NET, BRIDGE])
+    row = docker_json.container_row(container)
     assert row == {
         "ID": "c" * 12,
         "Name": "alpine4",
         "Networks": ["alpine-net", "bridge"],
         "IPs": ["10.90.0.130", "fd00:90::2", "172.17.0.5"],
     }
-    assert inspect.row_cells(row)[2:] == ["alpine-net,bridge", "10.90.0.130,fd00:90::2,172.17.0.5"]
-    assert len(inspect.CONTAINER_COLUMNS) == len(row)
+    assert docker_json.row_cells(row)[2:] == [
+        "alpine-net,bridge",
+        "10.90.0.130,fd00:90::2,172.17.0.5",
+    ]
+    assert len(docker_json.CONTAINER_COLUMNS) == len(row)
 
 
 def test_endpoint_json_names_network_and_container() -> None:
-    got = inspect.endpoint_json(ON_NET, NET)
+    got = docker_json.endpoint_json(ON_NET, NET)
     assert got["Network"] == "alpine-net" and got["ContainerID"] == SANDBOX.id
     assert got["IPv4Address"] == "10.90.0.130/24" and got["Aliases"] == ["web"]

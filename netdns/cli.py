@@ -1,7 +1,7 @@
 """The `netdns` command: docker's words for networks, containers and services, over the admin
 API.
 
-Every command talks to the daemon through resolver.client (except `daemon`, which is the
+Every command talks to the daemon through netdns.client (except `daemon`, which is the
 daemon, and `exec`, which also runs a process in the container's namespace). Output is a table
 or text by default and JSON with `--format json`; `inspect` always prints a JSON array, as
 docker does. Failures print one line, `netdns: <reason>`, on stderr and exit with the code of
@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from drivers.errors import Conflict, Invalid, NetdnsError, NotFound, Unavailable, Unsupported
-from resolver import inspect
-from resolver.client import DEFAULT_HOST, HOST_ENV, Client, ClientError
+from netdns import docker_json
+from netdns.client import DEFAULT_HOST, HOST_ENV, Client, ClientError
 
 PROG = "netdns"
 HELP_WIDTH = 78
@@ -135,13 +135,13 @@ def print_rows(ctx: Context, rows: list[dict], columns: Sequence[str]) -> int:
     elif ctx.json:
         print_json(rows, ctx.out)
     else:
-        print_table(columns, [inspect.row_cells(r) for r in rows], ctx.out)
+        print_table(columns, [docker_json.row_cells(r) for r in rows], ctx.out)
     return 0
 
 
 def cmd_network_ls(ctx: Context) -> int:
-    rows = [inspect.network_row(n) for n in ctx.client.networks()]
-    return print_rows(ctx, rows, inspect.NETWORK_COLUMNS)
+    rows = [docker_json.network_row(n) for n in ctx.client.networks()]
+    return print_rows(ctx, rows, docker_json.NETWORK_COLUMNS)
 
 
 def _inspect_each(ctx: Context, fetch: Callable[[str], Any]) -> int:
@@ -210,8 +210,8 @@ def cmd_container_create(ctx: Context) -> int:
 
 
 def cmd_container_ls(ctx: Context) -> int:
-    rows = [inspect.container_row(c) for c in ctx.client.containers()]
-    return print_rows(ctx, rows, inspect.CONTAINER_COLUMNS)
+    rows = [docker_json.container_row(c) for c in ctx.client.containers()]
+    return print_rows(ctx, rows, docker_json.CONTAINER_COLUMNS)
 
 
 def cmd_container_inspect(ctx: Context) -> int:
@@ -264,8 +264,8 @@ def cmd_service_scale(ctx: Context) -> int:
 
 
 def cmd_service_ls(ctx: Context) -> int:
-    rows = [inspect.service_row(s) for s in ctx.client.services()]
-    return print_rows(ctx, rows, inspect.SERVICE_COLUMNS)
+    rows = [docker_json.service_row(s) for s in ctx.client.services()]
+    return print_rows(ctx, rows, docker_json.SERVICE_COLUMNS)
 
 
 def cmd_service_inspect(ctx: Context) -> int:
@@ -412,7 +412,7 @@ def sample_rate(text: str) -> float:
 
 
 def cmd_demo(ctx: Context) -> int:
-    from resolver.demo import run_demo
+    from netdns.demo import run_demo
 
     return run_demo(ctx.client, out=ctx.out)
 
@@ -420,7 +420,7 @@ def cmd_demo(ctx: Context) -> int:
 def cmd_daemon(ctx: Context) -> int:
     # Imported here: the daemon pulls in the resolver, drivers and pyroute2, which the other
     # commands do not need.
-    from resolver import daemon
+    from netdns import daemon
 
     parser = argparse.ArgumentParser(
         prog=f"{PROG} daemon",

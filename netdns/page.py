@@ -45,15 +45,15 @@ class StaticFile:
 
 
 def load_static() -> dict[str, StaticFile]:
-    """The page's files by name: those in resolver/static with a known type."""
-    folder = importlib.resources.files("resolver") / "static"
+    """The page's files by name: those in netdns/static with a known type."""
+    folder = importlib.resources.files("netdns") / "static"
     files = {}
     for entry in folder.iterdir():
         suffix = "." + entry.name.rpartition(".")[2]
         if entry.is_file() and suffix in CONTENT_TYPES:
             files[entry.name] = StaticFile(entry.read_bytes(), CONTENT_TYPES[suffix])
     if "index.html" not in files:
-        log.warning("admin page: resolver/static/index.html is missing; /ui/ will 404")
+        log.warning("admin page: netdns/static/index.html is missing; /ui/ will 404")
     return files
 
 
@@ -85,7 +85,7 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def static_file(request: web.Request) -> web.StreamResponse:
-    # {file} is one path segment, and only the names loaded from resolver/static are served.
+    # {file} is one path segment, and only the names loaded from netdns/static are served.
     return _serve(request, request.match_info["file"])
 
 

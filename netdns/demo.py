@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from resolver.client import Client, ClientError
+from netdns.client import Client, ClientError
 
 NETWORK = "alpine-net"
 CONTAINERS = ("alpine1", "alpine2", "alpine3", "alpine4")

@@ -14,7 +14,7 @@ reference `bridge` with `host-local` IPAM) and, through the daemon's admin API:
 
 The parsing, the choice of name and aliases and the result are pure functions (tested in
 tests/unit/test_cni.py); `Registrar` holds the daemon calls; `main` is the executable
-(`netdns-cni`, or `python -m resolver.cni`). Errors are the spec's error object on stdout with a
+(`netdns-cni`, or `python -m netdns.cni`). Errors are the spec's error object on stdout with a
 non-zero exit; logs go to stderr. See docs/CNI.md.
 """
 
@@ -36,7 +36,7 @@ from typing import Any
 
 from drivers import names
 from drivers.errors import Invalid
-from resolver.client import DEFAULT_HOST, HOST_ENV, Client, ClientError
+from netdns.client import DEFAULT_HOST, HOST_ENV, Client, ClientError
 
 log = logging.getLogger("netdns-cni")
 

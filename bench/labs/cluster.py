@@ -5,7 +5,7 @@ fails:
 - an underlay: a Linux bridge `ndu<tag>` in the root namespace holding 198.18.X.1/24 (X picked
   at random among the /24s nothing here routes), and per host a named namespace `ndh<tag><i>`
   (lo up) joined to it by a veth pair whose namespace end holds 198.18.X.(10+i)/24;
-- a real etcd (tests/etcd.py) listening on 198.18.X.1, with its own data dir;
+- a real etcd (bench/labs/etcd.py) listening on 198.18.X.1, with its own data dir;
 - per host a real `netdns daemon` started inside the host namespace with `nsenter --net` (not
   `ip netns exec`: that makes a new mount namespace, and the container namespaces the daemon
   binds under /run/netns would not be seen from here), with its own --root, admin socket, log,
@@ -13,7 +13,7 @@ fails:
   Its upstream and resolv.conf name 127.0.0.1 inside the host namespace, where nothing
   answers: no query leaves the lab.
 
-Each host's daemon is a tests/netns/daemon.py DaemonProcess (`.cli`, `.json`, `.getent`, `.dig`).
+Each host's daemon is a bench/labs/daemon.py DaemonProcess (`.cli`, `.json`, `.getent`, `.dig`).
 Names a test gives containers and services come from `lab.name(prefix)`: they carry the lab's
 tag, so the namespaces the daemons make for them (containers by name, tasks as
 `<service>.<slot>.<task id>`) are found and removed at the end whatever state the daemons are in.
@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from resolver.client import Client, ClientError
-from tests.etcd import EtcdServer
-from tests.netns.daemon import NETDNS, DaemonProcess
+from bench.labs.daemon import NETDNS, DaemonProcess
+from bench.labs.etcd import EtcdServer
+from netdns.client import Client, ClientError
 
 T = TypeVar("T")
 

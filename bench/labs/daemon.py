@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.upstreams import Dnsmasq, free_loopback_address
+from bench.labs.upstreams import Dnsmasq, free_loopback_address
 
-NETDNS = [sys.executable, "-m", "resolver.cli"]
+NETDNS = [sys.executable, "-m", "netdns.cli"]
 DEFAULT_BRIDGE_GATEWAY = "172.17.0.1"
 OUTSIDE_NAME, OUTSIDE_ADDRESS = "outside.test", "192.0.2.10"  # served by the test's dnsmasq
 
