@@ -26,6 +26,7 @@ from pathlib import Path
 from bench import dnsperf, plots, profile
 from bench.cpu import cpu_seconds
 from bench.dnsperf import DnsperfRun, Summary
+from bench.errors import BenchError, Invalid, NotFound
 from bench.lab import Target, available, lab
 from bench.machine import environment
 from bench.peers import Peer, parse_peers
@@ -33,7 +34,7 @@ from bench.report import LatencyMeasurement, Measurement, Settings, render, rese
 from bench.stats import format_ms, latency_percentiles
 from bench.upstream import require_dnsmasq
 from bench.workloads import W1, W7, WORKLOADS, Workload, Zone, select
-from drivers.errors import Invalid, NetdnsError, NotFound
+from drivers.errors import NetdnsError
 
 log = logging.getLogger("bench")
 
@@ -334,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         text = bench(args)
-    except NetdnsError as exc:
+    except (BenchError, NetdnsError) as exc:
         log.error("error: %s", exc)
         return exc.exit_code
     except KeyboardInterrupt:

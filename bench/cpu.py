@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from drivers.errors import Invalid
+from bench.errors import Invalid
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Fields after the command name (which is in parentheses and may hold spaces): state is the

@@ -20,7 +20,7 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
-from drivers.errors import Invalid, NotFound
+from bench.errors import Invalid, NotFound
 
 log = logging.getLogger(__name__)
 

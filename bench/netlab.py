@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
-from drivers.errors import Conflict, Invalid, NotFound
+from bench.errors import Conflict, Invalid, NotFound
 
 log = logging.getLogger(__name__)
 

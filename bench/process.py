@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dnslib import DNSRecord
 
-from drivers.errors import Invalid
+from bench.errors import Invalid
 from resolver.netns import in_netns
 
 log = logging.getLogger(__name__)

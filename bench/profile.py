@@ -66,7 +66,7 @@ def top_entries(workload: str, raw: str, top: int = TOP) -> Profile:
 
 
 def _short(frame: str) -> str:
-    """'answer (resolver/wire.py:300)' with the path cut to the repository or library."""
+    """'answer (resolver/hot.py:300)' with the path cut to the repository or library."""
     name, _, where = frame.partition(" (")
     where = where.rstrip(")")
     for marker in ("/site-packages/", "/lib/python3"):

@@ -50,11 +50,12 @@ from dnslib import QTYPE, DNSRecord
 
 from bench import dnsperf
 from bench.dnsperf import DnsperfRun
+from bench.errors import BenchError, Invalid
 from bench.machine import environment
 from bench.process import child_process, read_ready
 from bench.stats import format_ms, percentile
 from bench.workloads import W1, Zone
-from drivers.errors import Invalid, NetdnsError
+from drivers.errors import NetdnsError
 from drivers.model import (
     Driver,
     Endpoint,
@@ -749,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 report.notes.append("dnsperf not installed: W1 throughput not measured")
         report.notes.append(f"whole run: {time.monotonic() - began:.0f} s")
-    except NetdnsError as exc:
+    except (BenchError, NetdnsError) as exc:
         log.error("%s", exc)
         return exc.exit_code
     text = render(report, environment(), when)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from drivers.errors import Invalid
+from bench.errors import Invalid
 
 LATENCY_PERCENTILES = (50.0, 99.0, 99.9)
 

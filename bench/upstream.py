@@ -15,10 +15,10 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench.errors import NotFound
 from bench.netlab import LabNet
 from bench.process import answers, child_process, wait_until
 from bench.workloads import FORWARD_DOMAIN, Zone
-from drivers.errors import NotFound
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from drivers.errors import Invalid
+from bench.errors import Invalid
 
 FORWARD_DOMAIN = "bench.test"
 # 10.128.0.0/9 leaves room for far more containers than a bench will create.

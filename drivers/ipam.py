@@ -24,8 +24,6 @@ from ipaddress import (
     ip_network,
 )
 
-import netaddr
-
 from drivers.errors import Conflict, Invalid
 from drivers.model import IPAddress, IPAMConfig, IPNetwork, Network
 
@@ -204,11 +202,10 @@ class Pool:
     def __init__(self, config: IPAMConfig, network_name: str) -> None:
         self.config = config
         self.network_name = network_name
-        subnet = netaddr.IPNetwork(str(config.subnet))
-        span = netaddr.IPNetwork(str(config.ip_range)) if config.ip_range else subnet
-        self.version: int = subnet.version
-        self._first: int = span.first
-        self._last: int = span.last
+        span = config.ip_range or config.subnet
+        self.version: int = config.subnet.version
+        self._first: int = int(span.network_address)
+        self._last: int = int(span.broadcast_address)
         self._unusable = {int(a) for a in _unusable(config.subnet)}
         self._gateway = int(config.gateway) if config.gateway is not None else None
         self._owners: dict[int, str] = {}

@@ -27,22 +27,23 @@ from dnslib import (
 )
 
 from resolver.names import Lookup, Outcome
-from resolver.records import skip_name
+from resolver.wire import (
+    MAX_LABEL,
+    MAX_NAME,
+    OPCODE_MASK,
+    QR,
+    RA,
+    RCODE_MASK,
+    RD,
+    TC,
+    UDP_ADVERTISED,
+    UDP_MIN,
+    skip_name,
+)
 
 HEADER = struct.Struct("!HHHHHH")
 RECORD_FIXED = struct.Struct("!HHIH")  # type, class, TTL, RDLENGTH: after a record's owner
-QR = 0x8000
-OPCODE_MASK = 0x7800
-RD = 0x0100
-RA = 0x0080
-TC = 0x0200
-RCODE_MASK = 0x000F
-
-UDP_MIN = 512  # RFC 1035: the limit without EDNS
-UDP_ADVERTISED = 1232  # the EDNS buffer size we offer (DNS flag day 2020), and the most we send
 EDNS_VERSION = 0
-MAX_NAME = 255  # RFC 1035 2.3.4: octets in a name on the wire
-MAX_LABEL = 63  # RFC 1035 2.3.4: octets in a label; 0x40-0xBF are other label types
 
 
 def rcode_only_reply(query: bytes, rcode: int) -> bytes:

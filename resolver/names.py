@@ -32,13 +32,9 @@ from drivers.model import (
     ServiceRemoved,
     ServiceUpdated,
 )
+from resolver.wire import QTYPE_A, QTYPE_AAAA, QTYPE_ANY, QTYPE_PTR, QTYPE_SRV
 
 # DNS type codes used by the table (kept here so this module needs no wire library).
-QTYPE_A = 1
-QTYPE_PTR = 12
-QTYPE_AAAA = 28
-QTYPE_SRV = 33
-QTYPE_ANY = 255
 
 TASKS_PREFIX = "tasks."
 
@@ -114,7 +110,7 @@ class View:
 class Change:
     """What one event may change in answers, worked out before the table applies it.
 
-    For caches of finished answers (resolver/wire.py): an answer must be dropped when one of the
+    For caches of finished answers (resolver/hot.py): an answer must be dropped when one of the
     names it depended on (`lookup_dependencies`) is in `names`, when it was given to a sandbox in
     `sandboxes` (its view changed: networks, order, settings), or always when `everything`.
     """

@@ -4,7 +4,7 @@ Parses (R16), asks the name table (R1-R8, R12, R12b), builds the local answer or
 query to the forwarder (R11, R13, R14), and fits UDP replies to the client's size (R15). The
 listener (server.py) owns transport; this module owns the decision.
 
-`fast` is the same decision without parsing: the hot cache (resolver/wire.py) answers from
+`fast` is the same decision without parsing: the hot cache (resolver/hot.py) answers from
 encoded replies the slow path left there, and the name table's events drop them (R18). `start`
 takes the UDP queries the hot cache missed that go upstream (R11) the same way: the question
 read from the bytes, the answer cache asked with them, the forward driven by callbacks
@@ -30,13 +30,13 @@ from dnslib import CLASS, DNSRecord
 
 from resolver.answer import bad_edns_version, fit_udp, fit_udp_bytes, local_reply, parse_query
 from resolver.forward import Forwarder
-from resolver.forward.cache import EDNS
 from resolver.forward.forwarder import ForwardResult, Query
+from resolver.hot import DEFAULT_MAX_ENTRIES, HotCache
 from resolver.logs import log_query
 from resolver.names import Lookup, NameTable, Outcome, Upstreams
 from resolver.server import Respond
 from resolver.stats import UNKNOWN_TYPE, QueryPath, QueryStats, rcode_name, type_name
-from resolver.wire import DEFAULT_MAX_ENTRIES, HotCache, Question, parse_question
+from resolver.wire import EDNS, Question, parse_question, text_name
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Decision:
 
     lookup: Lookup
     reply: bytes
-    path: str  # a QueryPath: "local", "cache", "upstream", "servfail", "overload"
+    path: QueryPath  # LOCAL, CACHE, UPSTREAM, SERVFAIL or OVERLOAD
     upstream: str = ""
     elapsed: float = 0.0
 
@@ -141,7 +141,7 @@ class Resolver:
         generation: int,
     ) -> bytes:
         """The reply to a query `start` took, fitted to UDP (R15), counted and maybe logged."""
-        if result.path == "cache" and self.hot is not None:
+        if result.path is QueryPath.CACHE and self.hot is not None:
             self.hot.put_forwarded(
                 sandbox_id, data, result.reply, generation=generation,
                 upstreams=tuple(self.forwarder.default_servers()),
@@ -231,12 +231,12 @@ class Resolver:
         Local answers are kept at once. Forwarded ones only when the answer cache served them,
         so a name asked once (W5: many unknown names) costs no second encoding.
         """
-        if decision.path == "local":
+        if decision.path is QueryPath.LOCAL:
             hot.put_local(
                 sandbox_id, data, decision.lookup, ttl=self.local_ttl, rng=self.rng,
                 generation=generation,
             )  # fmt: skip
-        elif decision.path == "cache":
+        elif decision.path is QueryPath.CACHE:
             own = decision.lookup.upstreams.servers
             hot.put_forwarded(
                 sandbox_id, data, decision.reply, generation=generation,
@@ -251,7 +251,7 @@ class Resolver:
             reply = bad_edns_version(request) or local_reply(
                 request, lookup, ttl=self.local_ttl, rng=self.rng
             )
-            return Decision(lookup, reply.pack(), "local")
+            return Decision(lookup, reply.pack(), QueryPath.LOCAL)
         opener, scope = None, ""
         if lookup.upstreams.from_sandbox:
             # The same address named by two sandboxes may be two servers, one in each namespace:
@@ -272,25 +272,6 @@ class Resolver:
             # (`web\.appnet` is not `web.appnet`): such questions belong to the upstream.
             return self.table.not_local(sandbox_id, str(qname), request.q.qtype)
         return self.table.lookup(sandbox_id, str(request.q.qname), request.q.qtype)
-
-
-# Octets a name may hold for `start` to read it as text; others (escapes, spaces, non-ASCII)
-# take the slow path, where dnslib spells them as the name table expects.
-_PLAIN = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
-
-
-def text_name(question: bytes) -> str | None:
-    """The question's name (uncompressed wire labels) as dnslib's str() gives it, trailing dot
-    included; None when a label holds an octet outside _PLAIN."""
-    labels = []
-    position = 0
-    while length := question[position]:
-        label = question[position + 1 : position + 1 + length]
-        if label.translate(None, _PLAIN):
-            return None
-        labels.append(label.decode())
-        position += length + 1
-    return ".".join(labels) + "."
 
 
 __all__ = ["Decision", "Opener", "Resolver", "Upstreams"]

@@ -7,7 +7,7 @@ listener owns, so a slow or failing one holds up nothing and stops nothing.
 
 A listener may also have a fast handler: a plain function tried first, in the protocol callback,
 for every message; when it returns bytes they are sent at once, with no task, no future and no
-log line (the hot path, resolver/wire.py). When it returns None, a UDP message is offered to the
+log line (the hot path, resolver/hot.py). When it returns None, a UDP message is offered to the
 soon handler, if there is one: a plain function too, that either takes the message, and sends
 its reply later through the `respond` it is given (a forwarded query, driven by callbacks), or
 declines it. What neither takes goes to the handler in a task as above.

@@ -1,7 +1,7 @@
 """What the query path counts: plain ints kept where the work happens, read at scrape time.
 
 `QueryStats` is the Resolver's: a latency `Histogram` per path and a count per type, rcode and
-path for the slow path; the hot cache counts its hits per entry (resolver/wire.py), the
+path for the slow path; the hot cache counts its hits per entry (resolver/hot.py), the
 forwarder and the caches their own counters. A hot-path query costs two perf_counter_ns calls
 and one bucket increment here; nothing is locked, labelled or formatted until the program's
 collector (netdns/metrics.py) reads them all at scrape time, on the loop's thread like every
@@ -29,7 +29,7 @@ UNKNOWN_TYPE = -1  # a query whose type could not be read (FORMERR, NOTIMP)
 class QueryPath(enum.StrEnum):
     """How a query was answered: the `path` label (and Decision.path's values)."""
 
-    HOT = "hot"  # the hot cache (resolver/wire.py), local or forwarded, without parsing
+    HOT = "hot"  # the hot cache (resolver/hot.py), local or forwarded, without parsing
     LOCAL = "local"  # the name table (R2-R8, R12)
     CACHE = "cache"  # the forwarded-answer cache (R13)
     UPSTREAM = "upstream"  # forwarded and answered (R11)

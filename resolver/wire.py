@@ -1,65 +1,79 @@
-"""The hot path: answers straight from bytes, without parsing a query into objects.
+"""All the hand-written DNS wire code: constants, name walking, question and rcode readers, and
+a reply's records read straight from its bytes, never decoded into objects.
+
+The answer builder (resolver/answer.py), the hot cache (resolver/hot.py), the forwarder and the
+answer cache (resolver/forward/) read messages through these functions; dnslib builds what is
+built and parses what the slow path parses, this module reads what must be read fast.
 
 `parse_question` reads the header and the question of the common query (one question, class
 IN, plain labels, at most one well-formed EDNS OPT) and returns None for anything else, which
-then takes the slow path (resolver/resolve.py: dnslib, the rules, the forwarder). What it
-returns depends only on the bytes after the id, so the hot cache keeps it for the last
-MAX_PARSED queries by those bytes: a query asked again under a new id is not parsed again
-(12% more q/s on bench W1).
+then takes the slow path (resolver/resolve.py: dnslib, the rules, the forwarder).
 
-`HotCache` keeps finished answers encoded once by the slow path, keyed by (sandbox, lowercased
-question name on the wire, type, EDNS/DO/CD/AD bits). A reply is the client's own id, the flags
-(QR, RA, the client's RD, the rcode), the counts, the client's own question bytes, then the
-entry's tail: every record after the question. dnslib writes each answer owner as a pointer to
-offset 12, the question name, so the owner takes the client's case (R2) for free; an entry whose
-tail points anywhere else inside the question is not kept (it would depend on the case).
+`read_records` serves both caches of finished answers: they keep a reply as bytes and need to
+know where each TTL sits (to count it down in place), what the reply may be cached for (RFC
+2308), and which names point into the question (those take each client's spelling of it).
+Names are skipped, never followed, so a reply whose pointers loop or chain costs no more than
+its length; anything that does not add up (a name or record running past the end, records
+ending before the reply does, a reserved label type) raises ValueError, and the reply is then
+simply not cached.
 
-Local answers (R2-R8, R12, R12b) live until an event changes a name they depended on or the
-view of their sandbox (`NameTable.change_of`), never by time. Shared names (R4) keep a few
-orders shuffled in advance and give the next one on each query. Forwarded answers the answer
-cache has already served once (R13) are kept too, with their TTLs counted down at precomputed
-offsets, until their TTL runs out or the default upstreams change. Replies over the client's UDP
-limit are declined: the slow path truncates them (R15). The cache holds at most `max_entries`;
-when full, the oldest entry goes first (insertion order, no bookkeeping per hit). Each entry
-counts the replies it served (one increment, the only one per hit); the metrics read them by
-question type and rcode, and an entry's count outlives it (`hits_by_answer`).
+Pure functions over bytes: no sockets, no clock.
 """
 
 from __future__ import annotations
 
-import logging
-import random
 import struct
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dnslib import DNSRecord
+HEADER_SIZE = 12
+MAX_NAME = 255  # RFC 1035 2.3.4: octets in a name on the wire
+MAX_LABEL = 63  # RFC 1035 2.3.4: octets in a label; 0x40-0xBF are other label types
+POINTER = 0xC0
+QUESTION_NAME = 12  # the offset a pointer to the question's name carries
 
-from resolver.answer import UDP_ADVERTISED, UDP_MIN, local_reply
-
-# The key's last part, what in the query beside its name and type shapes the reply: the answer
-# cache's bits, so one parse of the query serves both caches.
-from resolver.forward.cache import AD, CD, DO, EDNS
-from resolver.forward.message import parse_message
-from resolver.names import Change, Lookup, Outcome, lookup_dependencies
-from resolver.records import HEADER_SIZE, MAX_LABEL, QTYPE_OPT, cache_ttl, read_records
-
-log = logging.getLogger(__name__)
-
-DEFAULT_MAX_ENTRIES = 20_000  # about 1 KiB each (one order, measured): ~20 MiB at most
-SHUFFLED_ORDERS = 8  # R4: orders kept per shared name, given in turn
-MAX_PARSED = 4096  # queries whose parsed question is kept (a few hundred bytes each)
-DEFAULTS_CHECK_INTERVAL = 1.0  # seconds between looks at the default upstreams
-
-
-CLASS_IN = 1
+# The header's flags as one 16-bit word (bytes 2-3)...
+QR = 0x8000
+OPCODE_MASK = 0x7800
+TC = 0x0200
 RD = 0x0100
-MAX_NAME = 255
+RA = 0x0080
+RCODE_MASK = 0x000F
+# ...and as bits of its first byte (byte 2), for a test on the bytes.
+QR_BIT = 0x80
+TC_BIT = 0x02
+RD_BIT = 0x01
 
-Key = tuple[str, bytes, int, int]  # (sandbox id, lowercased qname on the wire, qtype, bits)
+QTYPE_A = 1
+QTYPE_SOA = 6
+QTYPE_PTR = 12
+QTYPE_AAAA = 28
+QTYPE_SRV = 33
+QTYPE_OPT = 41
+QTYPE_ANY = 255
+CLASS_IN = 1
+RCODE_NXDOMAIN = 3
+CACHEABLE_RCODES = frozenset({0, RCODE_NXDOMAIN})  # NOERROR, NXDOMAIN
+
+UDP_MIN = 512  # RFC 1035: the limit without EDNS
+UDP_ADVERTISED = 1232  # the EDNS buffer size we offer (DNS flag day 2020), and the most we send
+DO_FLAG = 0x8000  # in the OPT record's TTL field (RFC 6891)
+
+# What in a query beside its question shapes the reply: the bits both caches key on, so one
+# read of the query serves both.
+EDNS = 1  # the client sent an OPT record: the reply carries one too
+DO = 2  # DNSSEC OK: the reply carries signatures
+CD = 4  # checking disabled: the reply may hold data that failed validation
+AD = 8  # the client understands AD: an upstream sets AD only then (RFC 6840 5.7)
+
+_FIXED = struct.Struct("!HHIH")  # type, class, TTL, RDLENGTH after a record's owner
+_COUNTS = struct.Struct("!HHH")  # ANCOUNT, NSCOUNT, ARCOUNT
+
 # (RD bit, lowercased qname on the wire, qtype, the client's question bytes, bits, UDP limit)
 Question = tuple[int, bytes, int, bytes, int, int]
+
+
+def rcode_of(message: bytes) -> int:
+    return message[3] & 0x0F
 
 
 def parse_question(data: bytes) -> Question | None:
@@ -139,323 +153,151 @@ def _dot_inside_label(name: bytes) -> bool:
     return False
 
 
-# -- entries ---------------------------------------------------------------------------------
+def question_of(message: bytes) -> bytes | None:
+    """The first question of a DNS message as comparable bytes (name lowercased), or None.
+
+    Only the name is lowercased: the type and class bytes may fall in the ASCII letter range.
+    A compression pointer cannot point backwards from the first name, so it makes the message
+    unusable here.
+    """
+    if len(message) < HEADER_SIZE or message[4:6] == b"\x00\x00":
+        return None
+    pointers: list[int] = []
+    try:
+        end = skip_name(message, HEADER_SIZE, pointers)
+    except ValueError:
+        return None
+    if pointers or end + 4 > len(message):
+        return None
+    return message[HEADER_SIZE:end].lower() + message[end : end + 4]
 
 
-@dataclass(slots=True, eq=False)
-class _Entry:
-    headers: tuple[bytes, bytes]  # flags and counts, for RD clear / RD set
-    tails: tuple[bytes, ...]  # everything after the question; R4: one per order
-    size: int  # the whole reply's length
-    dependencies: tuple[str, ...]
-    turn: int = 0
-    # Forwarded answers only: TTLs counted down from `stored_at`, gone at `expires_at`.
-    forwarded: bool = False
-    stored_at: float = 0.0
-    expires_at: float = float("inf")
-    elapsed: int = 0
-    ttl_offsets: tuple[int, ...] = ()  # from the tail's start
-    ttls: tuple[int, ...] = ()
-    # The daemon-level upstreams it came from; None when the sandbox or network names its own.
-    upstreams: tuple[str, ...] | None = None
-    hits: int = 0  # replies served from it (metrics: by type and rcode, see hits_by_answer)
-
-    @property
-    def rcode(self) -> int:
-        return self.headers[0][1] & 0x0F
+# Octets a name may hold for `start` to read it as text; others (escapes, spaces, non-ASCII)
+# take the slow path, where dnslib spells them as the name table expects.
+_PLAIN = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 
 
-def _headers(reply: bytes) -> tuple[bytes, bytes]:
-    flags = (reply[2] << 8 | reply[3]) & ~RD
-    counts = reply[4:12]
-    return struct.pack("!H", flags) + counts, struct.pack("!H", flags | RD) + counts
-
-
-def _lowered(data: bytes, question: Question) -> bytes:
-    """The query with its name lowercased: entries are built for every spelling of it at once."""
-    name = question[1]
-    return data[:HEADER_SIZE] + name + data[HEADER_SIZE + len(name) :]
-
-
-@dataclass(slots=True)
-class HotStats:
-    # Hits are counted on each entry instead (one increment either way): HotCache.hits.
-    misses: int = 0
-    declined: int = 0  # an entry was there but the slow path had to answer (size, expiry)
-    stored: int = 0
-    evicted: int = 0
-    invalidated: int = 0
-
-
-class HotCache:
-    """Encoded answers by (sandbox, lowercased name, type, bits); see the module docstring."""
-
-    def __init__(
-        self,
-        max_entries: int = DEFAULT_MAX_ENTRIES,
-        *,
-        default_upstreams: Callable[[], Sequence[str]] = tuple,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_entries = max_entries
-        # The daemon-level upstreams (R11): forwarded entries made for others are dropped.
-        self.default_upstreams = default_upstreams
-        self.clock = clock
-        self.stats = HotStats()
-        # Bumped by every invalidation: an answer worked out before one is not stored after it.
-        self.generation = 0
-        self._entries: dict[Key, _Entry] = {}
-        self._by_name: dict[str, set[Key]] = {}
-        self._by_sandbox: dict[str, set[Key]] = {}
-        self._defaults: tuple[str, ...] = ()
-        self._defaults_checked_at = float("-inf")
-        # Hits of entries gone, by (qtype, rcode): kept so the counts only grow.
-        self._gone_hits: dict[tuple[int, int], int] = {}
-        # The last query missed and its question: the resolver's `start`, which takes that
-        # same bytes object next, reads the question from here instead of parsing it again.
-        self.missed: tuple[bytes, Question] | None = None
-        self._parsed: dict[bytes, Question] = {}  # by the query's bytes after its id
-
-    @property
-    def size(self) -> int:
-        return len(self._entries)
-
-    def hits_by_answer(self) -> dict[tuple[int, int], int]:
-        """Replies served so far by (qtype, rcode): the live entries' hits and the gone ones'."""
-        counts = dict(self._gone_hits)
-        for key, entry in self._entries.items():
-            if entry.hits:
-                answer = (key[2], entry.rcode)
-                counts[answer] = counts.get(answer, 0) + entry.hits
-        return counts
-
-    @property
-    def hits(self) -> int:
-        return sum(self.hits_by_answer().values())
-
-    # -- the hot path --------------------------------------------------------------------------
-
-    def answer(self, sandbox_id: str, data: bytes, tcp: bool = False) -> bytes | None:
-        """The reply to `data` from a ready entry, or None: the slow path answers it."""
-        # The question is a pure function of the bytes after the id: a repeated query (the
-        # common case: containers ask the same names again and again) is not parsed again.
-        after_id = data[2:]
-        question = self._parsed.get(after_id)
-        if question is None:
-            question = parse_question(data)
-            if question is None:
-                return None
-            if len(self._parsed) >= MAX_PARSED:
-                self._parsed.clear()
-            self._parsed[after_id] = question
-        rd, name, qtype, question_bytes, bits, limit = question
-        entry = self._entries.get((sandbox_id, name, qtype, bits))
-        if entry is None:
-            self.stats.misses += 1
-            self.missed = (data, question)
+def text_name(question: bytes) -> str | None:
+    """The question's name (uncompressed wire labels) as dnslib's str() gives it, trailing dot
+    included; None when a label holds an octet outside _PLAIN."""
+    labels = []
+    position = 0
+    while length := question[position]:
+        label = question[position + 1 : position + 1 + length]
+        if label.translate(None, _PLAIN):
             return None
-        if entry.forwarded:
-            tail = self._aged_tail(entry, (sandbox_id, name, qtype, bits))
-            if tail is None:
-                self.stats.declined += 1
-                return None
-        elif len(entry.tails) == 1:
-            tail = entry.tails[0]
-        else:
-            entry.turn = turn = (entry.turn + 1) % len(entry.tails)
-            tail = entry.tails[turn]
-        if entry.size > limit and not tcp:
-            self.stats.declined += 1
-            return None
-        entry.hits += 1
-        return data[:2] + entry.headers[rd] + question_bytes + tail
+        labels.append(label.decode())
+        position += length + 1
+    return ".".join(labels) + "."
 
-    def _aged_tail(self, entry: _Entry, key: Key) -> bytes | None:
-        now = self.clock()
-        if now >= entry.expires_at:
-            self._drop(key)
-            return None
-        if entry.upstreams is not None:
-            if now - self._defaults_checked_at >= DEFAULTS_CHECK_INTERVAL:
-                self._check_defaults(now)
-            if entry.upstreams != self._defaults:
-                self._drop(key)
-                return None
-        elapsed = int(now - entry.stored_at)
-        if elapsed != entry.elapsed:
-            tail = bytearray(entry.tails[0])
-            # The first tail holds the TTLs as stored; only the aged copy changes.
-            for offset, ttl in zip(entry.ttl_offsets, entry.ttls, strict=True):
-                struct.pack_into("!I", tail, offset, max(0, ttl - elapsed))
-            entry.elapsed = elapsed
-            entry.tails = (entry.tails[0], bytes(tail))
-        return entry.tails[-1]
 
-    def _check_defaults(self, now: float) -> None:
-        """Read the default upstreams again (R11: resolv.conf may change), at most once a second.
+# Types whose RDATA holds names that may be compressed (RFC 3597 3: the well-known ones):
+# (octets before the first name, names).
+RDATA_NAMES: dict[int, tuple[int, int]] = {
+    2: (0, 1),  # NS
+    5: (0, 1),  # CNAME
+    12: (0, 1),  # PTR
+    15: (2, 1),  # MX: preference, exchange
+    6: (0, 2),  # SOA: mname, rname (then five numbers)
+}
 
-        Entries made for other upstreams are dropped when next asked for (or evicted)."""
-        self._defaults_checked_at = now
-        self._defaults = tuple(self.default_upstreams())
 
-    # -- filling (from the slow path) ----------------------------------------------------------
+def skip_name(reply: bytes, position: int, pointers: list[int] | None = None) -> int:
+    """The offset after the wire name at `position`; the pointer it ends in, if any, goes to
+    `pointers` (not followed)."""
+    while True:
+        if position >= len(reply):
+            raise ValueError(f"name runs past the end of the message at offset {position}")
+        length = reply[position]
+        if length >= POINTER:
+            if pointers is not None:
+                if position + 2 > len(reply):
+                    raise ValueError(f"pointer cut short at offset {position}")
+                pointers.append((length & 0x3F) << 8 | reply[position + 1])
+            return position + 2
+        if length > MAX_LABEL:
+            raise ValueError(f"label type {length:#x} at offset {position}")
+        position += length + 1
+        if length == 0:
+            return position
 
-    def put_local(
-        self,
-        sandbox_id: str,
-        data: bytes,
-        lookup: Lookup,
-        *,
-        ttl: int,
-        rng: random.Random,
-        generation: int,
-    ) -> bool:
-        """Keep the local answer to `data` (already answered by the slow path); whether kept.
 
-        `generation` is this cache's generation read before the lookup: if an event came
-        between, the lookup may be stale and nothing is kept.
-        """
-        if generation != self.generation or lookup.outcome is Outcome.FORWARD:
-            return False
-        question = parse_question(data)
-        if question is None:
-            return False
-        request = DNSRecord.parse(_lowered(data, question))
-        question_end = HEADER_SIZE + len(question[3])
-        records = len(lookup.addresses) + len(lookup.ptr) + len(lookup.srv)
-        tails: dict[bytes, None] = {}
-        reply = b""
-        # R4: a shared name keeps up to SHUFFLED_ORDERS of its orders (all when there are fewer).
-        for _ in range(SHUFFLED_ORDERS * 3 if records > 1 else 1):
-            reply = bytes(local_reply(request, lookup, ttl=ttl, rng=rng).pack())
-            if read_records(reply, question_end).question_pointers:
-                return False
-            tails[reply[question_end:]] = None
-            if len(tails) == SHUFFLED_ORDERS:
-                break
-        entry = _Entry(
-            headers=_headers(reply),
-            tails=tuple(tails),
-            size=len(reply),
-            dependencies=lookup_dependencies(str(request.q.qname), question[2]),
-        )
-        self._put((sandbox_id, question[1], question[2], question[4]), entry)
-        return True
+def question_end(reply: bytes) -> int:
+    """The offset after the (single) question; ValueError when there is none."""
+    if len(reply) < HEADER_SIZE or reply[4:6] != b"\x00\x01":
+        raise ValueError("not exactly one question")
+    end = skip_name(reply, HEADER_SIZE) + 4
+    if end > len(reply):
+        raise ValueError("question cut short")
+    return end
 
-    def put_forwarded(
-        self,
-        sandbox_id: str,
-        data: bytes,
-        reply: bytes,
-        *,
-        upstreams: tuple[str, ...] | None,
-        generation: int,
-    ) -> bool:
-        """Keep a forwarded answer the answer cache served (R13); whether kept.
 
-        Its TTLs count down from now; it goes when the smallest runs out (less a second, as the
-        reply's TTLs were already rounded down), or when the default upstreams are no longer
-        `upstreams` (pass the defaults it came from, or None for a sandbox's own upstreams).
-        """
-        if generation != self.generation:
-            return False
-        question = parse_question(data)
-        if question is None:
-            return False
-        try:
-            # Each name decoded once: dnslib's own parse is quadratic on pointer chains.
-            record = parse_message(reply)
-            if len(record.questions) != 1:
-                return False
-            lifetime = cache_ttl(reply, read_records(reply, HEADER_SIZE + len(question[3]))) - 1
-            if lifetime <= 0:
-                return False
-            # Re-encoded behind the lowercased question, so that names equal to the question
-            # become pointers to it and take each client's spelling.
-            lowered = DNSRecord.parse(_lowered(data, question))
-            record.header.rd = 0
-            record.questions = lowered.questions
-            for rr in record.rr:
-                if rr.rname == lowered.q.qname:
-                    rr.rname = lowered.q.qname
-            packed = bytes(record.pack())
-            question_end = HEADER_SIZE + len(question[3])
-            records = read_records(packed, question_end)
-        except Exception as exc:  # whatever dnslib cannot redo stays off the hot path
-            log.debug("forwarded reply not kept on the hot path: %s", exc)
-            return False
-        now = self.clock()
-        tail = packed[question_end:]
-        entry = _Entry(
-            headers=_headers(packed),
-            tails=(tail, tail),
-            size=len(packed),
-            dependencies=lookup_dependencies(str(lowered.q.qname), question[2]),
-            forwarded=True,
-            stored_at=now,
-            expires_at=now + lifetime,
-            ttl_offsets=tuple(o - question_end for o in records.ttl_offsets),
-            ttls=records.ttls,
-            upstreams=upstreams,
-        )
-        self._put((sandbox_id, question[1], question[2], question[4]), entry)
-        return True
+@dataclass(frozen=True, slots=True)
+class Records:
+    ttl_offsets: tuple[int, ...]  # where each non-OPT record's TTL sits, from the reply's start
+    ttls: tuple[int, ...]
+    question_pointers: bool  # a name points inside the question other than at its start
+    owner_copies: tuple[int, ...]  # where an uncompressed owner spelled like the question starts
+    negative: bool  # NXDOMAIN, or no answer record of the asked type (RFC 2308 NODATA)
+    soa_minimum: int | None  # the first authority SOA's min(TTL, MINIMUM), if there is one
 
-    def _put(self, key: Key, entry: _Entry) -> None:
-        self._drop(key)
-        while len(self._entries) >= self.max_entries:
-            self._drop(next(iter(self._entries)))
-            self.stats.evicted += 1
-        self._entries[key] = entry
-        for name in entry.dependencies:
-            self._by_name.setdefault(name, set()).add(key)
-        self._by_sandbox.setdefault(key[0], set()).add(key)
-        self.stats.stored += 1
 
-    def _drop(self, key: Key) -> None:
-        entry = self._entries.pop(key, None)
-        if entry is None:
-            return
-        if entry.hits:
-            self._forget_hits(key, entry)
-        for name in entry.dependencies:
-            keys = self._by_name.get(name)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._by_name[name]
-        keys = self._by_sandbox.get(key[0])
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._by_sandbox[key[0]]
+def read_records(reply: bytes, end_of_question: int) -> Records:
+    """Every record after the question of `reply`; ValueError when they do not add up."""
+    ancount, nscount, arcount = _COUNTS.unpack_from(reply, 6)
+    qtype = reply[end_of_question - 4] << 8 | reply[end_of_question - 3]
+    qname = reply[HEADER_SIZE : end_of_question - 4].lower()
+    position = end_of_question
+    pointers: list[int] = []
+    offsets: list[int] = []
+    ttls: list[int] = []
+    owners: list[int] = []
+    answered = False
+    soa_minimum: int | None = None
+    for index in range(ancount + nscount + arcount):
+        owner = position
+        position = skip_name(reply, position, pointers)
+        if position + _FIXED.size > len(reply):
+            raise ValueError(f"record {index} cut short at offset {position}")
+        rtype, _rclass, ttl, rdlength = _FIXED.unpack_from(reply, position)
+        if rtype != QTYPE_OPT:
+            offsets.append(position + 4)
+            ttls.append(ttl)
+        if index < ancount:
+            answered = answered or rtype == qtype or qtype == QTYPE_ANY
+            if reply[owner] < POINTER and reply[owner:position].lower() == qname:
+                owners.append(owner)
+        position += _FIXED.size
+        if position + rdlength > len(reply):
+            raise ValueError(f"record {index}: RDATA runs past the end, at offset {position}")
+        if rtype in RDATA_NAMES:
+            skip, names = RDATA_NAMES[rtype]
+            name_at = position + skip
+            for _ in range(names):
+                name_at = skip_name(reply, name_at, pointers)
+            if rtype == QTYPE_SOA and ancount <= index < ancount + nscount and soa_minimum is None:
+                if name_at + 20 != position + rdlength:
+                    raise ValueError(f"SOA at offset {owner} has no room for its five numbers")
+                soa_minimum = min(ttl, int.from_bytes(reply[name_at + 16 : name_at + 20], "big"))
+        position += rdlength
+    if position != len(reply):
+        raise ValueError(f"records end at {position}, the reply at {len(reply)}")
+    inside = any(QUESTION_NAME < p < end_of_question - 4 for p in pointers)
+    negative = (reply[3] & 0x0F) == RCODE_NXDOMAIN or not answered
+    return Records(tuple(offsets), tuple(ttls), inside, tuple(owners), negative, soa_minimum)
 
-    # -- invalidation (NameTable.watch) --------------------------------------------------------
 
-    def invalidate(self, change: Change) -> None:
-        """Drop every entry `change` may make wrong; called before the table changes."""
-        self.generation += 1
-        if change.everything:
-            self.stats.invalidated += len(self._entries)
-            self.clear()
-            return
-        doomed: set[Key] = set()
-        for name in change.names:
-            doomed.update(self._by_name.get(name, ()))
-        for sandbox_id in change.sandboxes:
-            doomed.update(self._by_sandbox.get(sandbox_id, ()))
-        for key in doomed:
-            self._drop(key)
-        self.stats.invalidated += len(doomed)
+def cache_ttl(reply: bytes, records: Records) -> int:
+    """How long `reply` may be cached, in seconds; 0 when it must not be (R13).
 
-    def _forget_hits(self, key: Key, entry: _Entry) -> None:
-        answer = (key[2], entry.rcode)
-        self._gone_hits[answer] = self._gone_hits.get(answer, 0) + entry.hits
-
-    def clear(self) -> None:
-        for key, entry in self._entries.items():
-            if entry.hits:
-                self._forget_hits(key, entry)
-        self._entries.clear()
-        self._by_name.clear()
-        self._by_sandbox.clear()
+    Positive answers live for their smallest TTL; NXDOMAIN and NODATA for min(SOA TTL, SOA
+    MINIMUM) when the authority section has an SOA, else not at all (RFC 2308). Failures,
+    truncated replies and TTL 0 are never cached."""
+    if reply[2] & TC_BIT or rcode_of(reply) not in CACHEABLE_RCODES:
+        return 0
+    ttls = list(records.ttls)
+    if records.negative:
+        if records.soa_minimum is None:
+            return 0
+        ttls.append(records.soa_minimum)
+    return max(0, min(ttls, default=0))

@@ -15,7 +15,7 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from drivers.errors import Invalid
+from bench.errors import Invalid
 
 
 class Peer(enum.StrEnum):

@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
+from bench.errors import Invalid, NotFound
 from bench.netlab import LabNet
 from bench.peers import Peer, Target
 from bench.process import START_TIMEOUT, STOP_TIMEOUT, answers, log_tail, wait_until
 from bench.serve import CLIENT_ID, CLIENT_NAME, NETWORK, container_id
 from bench.workloads import Zone
-from drivers.errors import Invalid, NotFound
 from resolver.netns import remove_resolv_conf, write_resolv_conf
 
 log = logging.getLogger(__name__)

@@ -14,12 +14,12 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench.errors import NotFound
 from bench.netlab import LabNet
 from bench.peers import Peer, Target
 from bench.process import answers, child_process, wait_until
 from bench.upstream import require_dnsmasq
 from bench.workloads import Zone
-from drivers.errors import NotFound
 
 log = logging.getLogger(__name__)
 

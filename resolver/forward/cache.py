@@ -4,7 +4,7 @@ Positive answers live for their smallest TTL; NXDOMAIN and NODATA for min(SOA TT
 MINIMUM) when the authority section has an SOA, else not at all (RFC 2308). Failures,
 truncated replies and TTL 0 are never cached. The cache is an LRU bounded in entries.
 
-An entry is the upstream's reply as it came, read once (resolver/records.py) for its TTLs'
+An entry is the upstream's reply as it came, read once (resolver/wire.py) for its TTLs'
 offsets and lifetime; nothing is decoded. A hit is the client's id, the stored flags with the
 client's RD bit, the counts, the client's question bytes exactly as written, then the stored
 records with every TTL lowered by the time spent here (the lowered copy is kept for the second
@@ -24,18 +24,20 @@ from dataclasses import dataclass
 
 from dnslib import QTYPE, DNSBuffer, DNSRecord
 
-from resolver.records import HEADER_SIZE, cache_ttl, question_end, read_records
+from resolver.wire import (
+    AD,
+    CD,
+    DO,
+    DO_FLAG,
+    EDNS,
+    HEADER_SIZE,
+    RD_BIT,
+    cache_ttl,
+    question_end,
+    read_records,
+)
 
 DEFAULT_MAX_ENTRIES = 10_000
-DO_BIT = 0x8000  # in the OPT record's TTL field (RFC 6891)
-RD = 0x01  # in the third byte of the header
-
-# Bits of CacheKey.bits: what in the query beside its question shapes the reply. The hot cache
-# (resolver/wire.py) keys on the same bits, so one parse of the query serves both.
-EDNS = 1  # the client sent an OPT record: the reply carries one too
-DO = 2  # DNSSEC OK: the reply carries signatures
-CD = 4  # checking disabled: the reply may hold data that failed validation
-AD = 8  # the client understands AD: an upstream sets AD only then (RFC 6840 5.7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,7 @@ def request_bits(request: DNSRecord) -> int:
     opt = next((rr for rr in request.ar if rr.rtype == QTYPE.OPT), None)
     bits = (CD if request.header.cd else 0) | (AD if request.header.ad else 0)
     if opt is not None:
-        bits |= EDNS | (DO if opt.ttl & DO_BIT else 0)
+        bits |= EDNS | (DO if opt.ttl & DO_FLAG else 0)
     return bits
 
 
@@ -121,7 +123,7 @@ class AnswerCache:
             return False
         now = self.clock()
         self._entries[key] = _Entry(
-            flags=(reply[2] & ~RD) << 8 | reply[3],
+            flags=(reply[2] & ~RD_BIT) << 8 | reply[3],
             counts=reply[4:HEADER_SIZE],
             tail=reply[end:],
             ttl_offsets=tuple(o - end for o in records.ttl_offsets),
@@ -154,7 +156,7 @@ class AnswerCache:
             for offset in entry.owner_copies:
                 spelled[offset : offset + len(name)] = name
             tail = bytes(spelled)
-        flags = entry.flags | (query[2] & RD) << 8
+        flags = entry.flags | (query[2] & RD_BIT) << 8
         return query[:2] + flags.to_bytes(2, "big") + entry.counts + question + tail
 
     def get(self, key: CacheKey, request: DNSRecord) -> bytes | None:

@@ -32,28 +32,14 @@ from dnslib import RCODE, DNSRecord
 
 from drivers.errors import Invalid
 from resolver.answer import base_reply, reply_of_query
-from resolver.forward.cache import EDNS, AnswerCache, CacheKey, request_bits
-from resolver.forward.policy import (
-    MAX_UPSTREAMS,
-    TC_BIT,
-    Health,
-    ask,
-    moves_on,
-    rcode_of,
-    try_timeout,
-)
+from resolver.forward.cache import AnswerCache, CacheKey, request_bits
+from resolver.forward.policy import MAX_UPSTREAMS, Health, ask, moves_on, try_timeout
 from resolver.forward.pool import UdpPool
-from resolver.forward.upstream import (
-    HEADER_SIZE,
-    Opener,
-    Server,
-    UpstreamFailed,
-    exchange_tcp,
-    parse_server,
-    question_of,
-)
+from resolver.forward.upstream import Opener, Server, UpstreamFailed, exchange_tcp, parse_server
 from resolver.logs import LogThrottle
 from resolver.names import Upstreams
+from resolver.stats import QueryPath
+from resolver.wire import EDNS, HEADER_SIZE, TC_BIT, question_of, rcode_of
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +58,7 @@ def default_sandbox_share(max_inflight: int) -> int:
 @dataclass(frozen=True, slots=True)
 class ForwardResult:
     reply: bytes
-    path: str  # "cache" | "upstream" | "servfail" | "overload"
+    path: QueryPath  # CACHE, UPSTREAM, SERVFAIL or OVERLOAD
     upstream: str = ""  # the server that answered
     elapsed: float = 0.0
     tries: tuple[str, ...] = ()  # what was tried, e.g. "127.1.2.3:53 timeout"
@@ -220,13 +206,13 @@ class _Flight:
         if reply is None:
             log.debug("all upstreams failed for a query: %s", "; ".join(self.tries))
             result = ForwardResult(
-                self.query.servfail(), "servfail", elapsed=elapsed, tries=tuple(self.tries)
+                self.query.servfail(), QueryPath.SERVFAIL, elapsed=elapsed, tries=tuple(self.tries)
             )
         else:
             if forwarder.cache is not None and self.key is not None:
                 forwarder.cache.put(self.key, reply)
             answer = self.query.data[:2] + reply[2:]
-            result = ForwardResult(answer, "upstream", upstream, elapsed, tuple(self.tries))
+            result = ForwardResult(answer, QueryPath.UPSTREAM, upstream, elapsed, tuple(self.tries))
         try:
             self.done(result)
         except Exception:
@@ -308,7 +294,9 @@ class Forwarder:
         `start`, awaited, for a query the slow path parsed."""
         parsed = query_of(request, query)
         if parsed is None:
-            return ForwardResult(servfail(request), "servfail", tries=("query has no question",))
+            return ForwardResult(
+                servfail(request), QueryPath.SERVFAIL, tries=("query has no question",)
+            )
         # The result may come before `start` returns (an upstream that fails at once): a loop
         # and a future are only needed when it does not.
         results: list[ForwardResult] = []
@@ -356,22 +344,24 @@ class Forwarder:
         started = time.monotonic()
         plan = self._plan(upstreams, cache_scope)
         if not plan.order:
-            return ForwardResult(query.servfail(), "servfail", tries=("no upstream servers",))
+            return ForwardResult(
+                query.servfail(), QueryPath.SERVFAIL, tries=("no upstream servers",)
+            )
         key = None
         if self.cache is not None:
             key = CacheKey(plan.scope, query.match, query.bits)
             cached = self.cache.answer(key, query.data, query.question)
             if cached is not None:
-                return ForwardResult(cached, "cache", elapsed=time.monotonic() - started)
+                return ForwardResult(cached, QueryPath.CACHE, elapsed=time.monotonic() - started)
         by_sandbox = self._inflight_by_sandbox
         if self.inflight >= self.max_inflight and (sandbox_id is None or sandbox_id in by_sandbox):
             self._log_overload()
-            return ForwardResult(query.servfail(), "overload")
+            return ForwardResult(query.servfail(), QueryPath.OVERLOAD)
         if sandbox_id is not None:
             held = by_sandbox.get(sandbox_id, 0)
             if held >= self.max_inflight_per_sandbox:
                 self._log_share_overload(sandbox_id)
-                return ForwardResult(query.servfail(), "overload")
+                return ForwardResult(query.servfail(), QueryPath.OVERLOAD)
             by_sandbox[sandbox_id] = held + 1
             if held >= self.sandbox_inflight_peak:
                 self.sandbox_inflight_peak = held + 1

@@ -15,7 +15,8 @@ from dnslib.bimap import BimapError
 from dnslib.buffer import BufferError
 from dnslib.label import DNSBuffer
 
-MAX_NAME = 255  # octets on the wire (RFC 1035 3.1)
+from resolver.wire import MAX_NAME
+
 MAX_HOPS = 127  # a pointer that adds no label is pointless; 127 labels already fill a name
 
 

@@ -16,16 +16,12 @@ from typing import TypeVar
 from dnslib import RCODE
 
 from resolver.forward.upstream import Opener, Server, UpstreamFailed, exchange_tcp, exchange_udp
+from resolver.wire import TC_BIT, rcode_of
 
 MAX_UPSTREAMS = 3
 FAILOVER_RCODES = frozenset({RCODE.SERVFAIL, RCODE.REFUSED})
-TC_BIT = 0x02  # in the third byte of the header
 
 K = TypeVar("K", bound=Hashable)
-
-
-def rcode_of(reply: bytes) -> int:
-    return reply[3] & 0x0F
 
 
 def moves_on(reply: bytes) -> bool:

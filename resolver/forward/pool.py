@@ -39,14 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from resolver.forward.entropy import Entropy
-from resolver.forward.upstream import (
-    HEADER_SIZE,
-    UDP_RECV_SIZE,
-    Server,
-    UpstreamFailed,
-    is_reply_to,
-    question_of,
-)
+from resolver.forward.upstream import UDP_RECV_SIZE, Server, UpstreamFailed, is_reply_to
+from resolver.wire import HEADER_SIZE, question_of
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from drivers.errors import Invalid
+from resolver.wire import HEADER_SIZE, QR_BIT, question_of
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ Opener = Callable[[int, int], socket.socket]  # (family, type) -> socket
 
 DNS_PORT = 53
 UDP_RECV_SIZE = 65535  # oversized UDP replies are accepted (R11)
-HEADER_SIZE = 12
-QR_BIT = 0x80  # in the third byte of the header
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,30 +94,6 @@ class UpstreamFailed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def question_of(message: bytes) -> bytes | None:
-    """The first question of a DNS message as comparable bytes (name lowercased), or None.
-
-    Only the name is lowercased: the type and class bytes may fall in the ASCII letter range.
-    A compression pointer cannot point backwards from the first name, so it makes the message
-    unusable here.
-    """
-    if len(message) < HEADER_SIZE or message[4:6] == b"\x00\x00":
-        return None
-    offset = HEADER_SIZE
-    while True:
-        if offset >= len(message):
-            return None
-        length = message[offset]
-        if length > 63:
-            return None
-        offset += 1 + length
-        if length == 0:
-            break
-    if offset + 4 > len(message):
-        return None
-    return message[HEADER_SIZE:offset].lower() + message[offset : offset + 4]
 
 
 def is_reply_to(data: bytes, query_id: int, question: bytes) -> bool:

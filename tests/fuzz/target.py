@@ -389,7 +389,7 @@ def normalised(reply: bytes) -> tuple[bytes, tuple, tuple[Counter, Counter, Coun
     exactly; other names compare case-insensitively (RFC 4343): in a forwarded answer kept
     hot, a name sharing the question's suffix (the SOA of an NXDOMAIN, say, or one equal to
     it) is a pointer into the question and takes each client's spelling, on purpose, while a
-    fresh forward passes the upstream's (tests/unit/test_wire.py::
+    fresh forward passes the upstream's (tests/unit/test_hot.py::
     test_r13_negative_answer_with_soa_is_served_hot)."""
     parsed = DNSRecord.parse(reply)
     question = tuple((tuple(q.qname.label), q.qtype, q.qclass) for q in parsed.questions)

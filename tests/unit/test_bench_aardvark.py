@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.errors import Invalid
 from bench.netlab import plan
 from bench.peers import Peer, parse_peers
 from bench.peers.aardvark import (
@@ -20,7 +21,6 @@ from bench.peers.aardvark import (
 from bench.peers.dnsmasq import host_records
 from bench.serve import CLIENT_ID, CLIENT_NAME, container_id
 from bench.workloads import SHARED_MEMBERS, SHARED_NAME, Zone
-from drivers.errors import Invalid
 
 
 def test_aardvark_config_has_gateways_first_then_one_line_per_container() -> None:

@@ -10,7 +10,7 @@ from dnslib import QTYPE, DNSRecord
 
 from bench.ceiling import canned_reply
 from bench.cpu import cpu_seconds, parse_stat
-from drivers.errors import Invalid
+from bench.errors import Invalid
 
 # /proc/PID/stat of a process whose name holds a space and a parenthesis.
 STAT = (

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench.dnsperf import DnsperfRun, Summary, parse_summary
+from bench.errors import Invalid
 from bench.report import Measurement, Settings, render, table
-from drivers.errors import Invalid
 
 DATA = Path(__file__).parent / "data"
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from dnslib import RR, A, DNSRecord
 
+from bench.errors import Invalid
 from bench.scale import (
     AttachResult,
     Layout,
@@ -29,7 +30,6 @@ from bench.scale import (
     throughput_configs,
     wire_resolver,
 )
-from drivers.errors import Invalid
 from drivers.model import EndpointAttached, SandboxCreated
 from resolver.names import NameTable
 from resolver.server import run

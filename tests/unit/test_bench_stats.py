@@ -13,6 +13,7 @@ import pytest
 
 from bench.__main__ import parse_rates
 from bench.dnsperf import DnsperfRun, Summary, parse_latencies, parse_summary
+from bench.errors import Invalid
 from bench.report import (
     LatencyMeasurement,
     Measurement,
@@ -23,7 +24,6 @@ from bench.report import (
     reserve,
 )
 from bench.stats import format_ms, format_ratio, latency_percentiles, percentile, ratio
-from drivers.errors import Invalid
 
 # Captured from `dnsperf -s ... -l 1 -Q 6 -c 2 -v` against a dnsmasq (address rewritten).
 VERBOSE_SAMPLE = """\

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dnslib import CNAME, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSRecord
 
 from resolver.forward.cache import AnswerCache, cache_key
-from resolver.records import cache_ttl as cache_ttl_of_bytes
-from resolver.records import question_end, read_records
+from resolver.wire import cache_ttl as cache_ttl_of_bytes
+from resolver.wire import question_end, read_records
 
 UPSTREAMS = ("", "127.1.2.3:53")
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from resolver.forward.cache import AnswerCache, cache_key
 from resolver.forward.message import MAX_HOPS, parse_message
-from resolver.wire import HotCache
+from resolver.hot import HotCache
 
 label = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
 name = st.lists(label, min_size=1, max_size=4).map(lambda parts: ".".join(parts) + ".")
@@ -106,7 +106,7 @@ def test_a_forward_pointer_and_a_reserved_label_type_are_malformed() -> None:
 
 
 def test_r13_the_answer_cache_keeps_pointer_chains_as_bytes_without_following_them() -> None:
-    # The answer cache never decodes a name (resolver/records.py skips them): a chain costs
+    # The answer cache never decodes a name (resolver/wire.py skips them): a chain costs
     # its length, and the client gets the bytes the upstream sent, as without the cache.
     request = DNSRecord.question("a.test")
     request.header.id = 0x1234

@@ -9,7 +9,8 @@ from dnslib import RCODE, DNSRecord
 
 from drivers.errors import Invalid
 from resolver.forward.policy import Health, moves_on, try_timeout
-from resolver.forward.upstream import Server, is_reply_to, parse_server, question_of
+from resolver.forward.upstream import Server, is_reply_to, parse_server
+from resolver.wire import question_of
 
 
 class Clock:

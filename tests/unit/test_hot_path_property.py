@@ -1,4 +1,4 @@
-"""Property: the hot path (resolver/wire.py) and the slow path give the same answers.
+"""Property: the hot path (resolver/hot.py) and the slow path give the same answers.
 
 For random names (container names, aliases, hostnames, short ids, task names, services,
 `tasks.`, SRV, qualified `name.network`, PTR of known and unknown addresses, unknown names) in

@@ -1,4 +1,4 @@
-"""The hot path (resolver/wire.py): question parsing, encoded answers, invalidation (R18).
+"""The hot path (resolver/hot.py): question parsing, encoded answers, invalidation (R18).
 
 Every answer the hot path gives is checked against the slow path's for the same table; every
 event kind is shown to drop the entries it makes wrong, so a stale answer is never served.
@@ -40,13 +40,14 @@ from drivers.model import (
     Task,
     VirtualIP,
 )
-from resolver import wire as wire_module
+from resolver import hot as hot_module
 from resolver.forward import AnswerCache, Forwarder
 from resolver.forward.cache import cache_key
+from resolver.hot import SHUFFLED_ORDERS, HotCache
 from resolver.names import NameTable, Upstreams
 from resolver.resolve import Resolver
 from resolver.server import Listener, new_event_loop
-from resolver.wire import AD, CD, DO, EDNS, SHUFFLED_ORDERS, HotCache, parse_question
+from resolver.wire import AD, CD, DO, EDNS, parse_question
 
 # -- building queries and a table -------------------------------------------------------------
 
@@ -381,10 +382,8 @@ def test_a_repeated_query_is_parsed_once_and_answered_with_its_own_id(
     resolver = make_resolver()
     warm(resolver, CLIENT, query("web.appnet", qid=1))
     calls: list[bytes] = []
-    real = wire_module.parse_question
-    monkeypatch.setattr(
-        wire_module, "parse_question", lambda data: calls.append(data) or real(data)
-    )
+    real = hot_module.parse_question
+    monkeypatch.setattr(hot_module, "parse_question", lambda data: calls.append(data) or real(data))
     for qid in (2, 3, 4):
         hot = resolver.fast(CLIENT.id, query("web.appnet", qid=qid))
         assert hot is not None and hot[:2] == qid.to_bytes(2, "big")
@@ -396,7 +395,7 @@ def test_a_repeated_query_is_parsed_once_and_answered_with_its_own_id(
 
 
 def test_the_parsed_questions_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wire_module, "MAX_PARSED", 2)
+    monkeypatch.setattr(hot_module, "MAX_PARSED", 2)
     resolver = make_resolver()
     assert resolver.hot is not None
     for name in ("web", "www", "api", "tasks.api", "nothing.here"):
