@@ -34,8 +34,6 @@ from drivers.model import (
 )
 from resolver.wire import QTYPE_A, QTYPE_AAAA, QTYPE_ANY, QTYPE_PTR, QTYPE_SRV
 
-# DNS type codes used by the table (kept here so this module needs no wire library).
-
 TASKS_PREFIX = "tasks."
 
 
@@ -287,7 +285,7 @@ class _Scope:
     view: View
     indices: list[_NetworkIndex]  # its DNS networks' indices, in connect order
     network_names: frozenset[str]  # their names lowercased: the suffixes R3 looks for
-    forward: Lookup  # the decision for a name that is not local (R11, R12)
+    forward: Lookup  # the decision for a name that is not local, when it goes upstream (R11)
     internal_only: bool
 
 
