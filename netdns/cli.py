@@ -490,6 +490,34 @@ class _Subcommands:
         return parser
 
 
+def _add_ls_inspect_rm(
+    commands: _Subcommands,
+    noun: str,
+    handlers: tuple[Callable[[Context], int], Callable[[Context], int], Callable[[Context], int]],
+    texts: tuple[str, str, str],
+    examples: tuple[Sequence[str], Sequence[str]],
+) -> None:
+    """`ls`, `inspect` and `rm` of a noun, with docker's words and options for every one:
+    HANDLERS and TEXTS (descriptions) in that order, EXAMPLES of inspect and rm."""
+    ls, inspect, rm = handlers
+    plural = f"{noun}s"
+    p = commands.add(
+        "ls",
+        ls,
+        f"list {plural}",
+        texts[0],
+        [f"netdns {noun} ls", f"netdns {noun} ls --format json"],
+        aliases=["list"],
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
+    _format_option(p)
+    p = commands.add("inspect", inspect, f"show {plural} in detail (JSON)", texts[1], examples[0])
+    p.add_argument("names", nargs="+", metavar="NAME")
+    _format_option(p, "json")
+    p = commands.add("rm", rm, f"remove {plural}", texts[2], examples[1], aliases=["remove"])
+    p.add_argument("names", nargs="+", metavar="NAME")
+
+
 def _version() -> str:
     try:
         from importlib.metadata import version
@@ -578,37 +606,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     _format_option(p)
 
-    p = networks.add(
-        "ls",
-        cmd_network_ls,
-        "list networks",
-        "List networks: id, name, driver, scope.",
-        ["netdns network ls", "netdns network ls --format json"],
-        aliases=["list"],
+    _add_ls_inspect_rm(
+        networks,
+        "network",
+        (cmd_network_ls, cmd_network_inspect, cmd_network_rm),
+        (
+            "List networks: id, name, driver, scope.",
+            "Print a JSON array with each network as `docker network inspect` shows it: IPAM, "
+            "options, and the containers on it with their addresses.",
+            "Remove networks (they must have no containers); prints each name removed.",
+        ),
+        (
+            ["netdns network inspect alpine-net", "netdns network inspect bridge alpine-net"],
+            ["netdns network rm alpine-net"],
+        ),
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
-    _format_option(p)
-
-    p = networks.add(
-        "inspect",
-        cmd_network_inspect,
-        "show networks in detail (JSON)",
-        "Print a JSON array with each network as `docker network inspect` shows it: IPAM, "
-        "options, and the containers on it with their addresses.",
-        ["netdns network inspect alpine-net", "netdns network inspect bridge alpine-net"],
-    )
-    p.add_argument("names", nargs="+", metavar="NAME")
-    _format_option(p, "json")
-
-    p = networks.add(
-        "rm",
-        cmd_network_rm,
-        "remove networks",
-        "Remove networks (they must have no containers); prints each name removed.",
-        ["netdns network rm alpine-net"],
-        aliases=["remove"],
-    )
-    p.add_argument("names", nargs="+", metavar="NAME")
 
     p = networks.add(
         "connect",
@@ -688,38 +700,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _format_option(p)
 
-    p = containers.add(
-        "ls",
-        cmd_container_ls,
-        "list containers",
-        "List containers: id, name, networks and addresses.",
-        ["netdns container ls", "netdns container ls --format json"],
-        aliases=["list"],
+    _add_ls_inspect_rm(
+        containers,
+        "container",
+        (cmd_container_ls, cmd_container_inspect, cmd_container_rm),
+        (
+            "List containers: id, name, networks and addresses.",
+            "Print a JSON array with each container as `docker container inspect` shows its "
+            "network part: SandboxKey (the namespace), DNS settings, and each network's addresses.",
+            "Disconnect containers from all networks and remove the namespaces netdns made; "
+            "prints each name removed.",
+        ),
+        (["netdns container inspect alpine1"], ["netdns container rm alpine1 alpine2"]),
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
-    _format_option(p)
-
-    p = containers.add(
-        "inspect",
-        cmd_container_inspect,
-        "show containers in detail (JSON)",
-        "Print a JSON array with each container as `docker container inspect` shows its "
-        "network part: SandboxKey (the namespace), DNS settings, and each network's addresses.",
-        ["netdns container inspect alpine1"],
-    )
-    p.add_argument("names", nargs="+", metavar="NAME")
-    _format_option(p, "json")
-
-    p = containers.add(
-        "rm",
-        cmd_container_rm,
-        "remove containers",
-        "Disconnect containers from all networks and remove the namespaces netdns made; "
-        "prints each name removed.",
-        ["netdns container rm alpine1 alpine2"],
-        aliases=["remove"],
-    )
-    p.add_argument("names", nargs="+", metavar="NAME")
 
     # service ...
     service = commands.add(
@@ -783,37 +776,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("scales", nargs="+", metavar="NAME=N")
 
-    p = services.add(
-        "ls",
-        cmd_service_ls,
-        "list services",
-        "List services: id, name, mode, running/desired tasks, endpoint mode, ports.",
-        ["netdns service ls", "netdns service ls --format json"],
-        aliases=["list"],
+    _add_ls_inspect_rm(
+        services,
+        "service",
+        (cmd_service_ls, cmd_service_inspect, cmd_service_rm),
+        (
+            "List services: id, name, mode, running/desired tasks, endpoint mode, ports.",
+            "Print a JSON array with each service as `docker service inspect` shows it (Spec, "
+            "Endpoint.VirtualIPs, Endpoint.Ports), plus its running Tasks.",
+            "Stop every task of the services, give their VIPs back; prints each name removed.",
+        ),
+        (["netdns service inspect web"], ["netdns service rm web"]),
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
-    _format_option(p)
-
-    p = services.add(
-        "inspect",
-        cmd_service_inspect,
-        "show services in detail (JSON)",
-        "Print a JSON array with each service as `docker service inspect` shows it (Spec, "
-        "Endpoint.VirtualIPs, Endpoint.Ports), plus its running Tasks.",
-        ["netdns service inspect web"],
-    )
-    p.add_argument("names", nargs="+", metavar="NAME")
-    _format_option(p, "json")
-
-    p = services.add(
-        "rm",
-        cmd_service_rm,
-        "remove services",
-        "Stop every task of the services, give their VIPs back; prints each name removed.",
-        ["netdns service rm web"],
-        aliases=["remove"],
-    )
-    p.add_argument("names", nargs="+", metavar="NAME")
 
     # the rest
     p = commands.add(
