@@ -46,6 +46,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -262,11 +263,6 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-async def list_networks(request: web.Request) -> web.Response:
-    core = _ops(request).core
-    return web.json_response([_network_json(core, n) for n in core.networks()])
-
-
 NETWORK_FIELDS = (
     "name",
     "driver",
@@ -300,16 +296,6 @@ async def create_network(request: web.Request) -> web.Response:
     return web.json_response(_network_json(ops.core, network), status=201)
 
 
-async def get_network(request: web.Request) -> web.Response:
-    core = _ops(request).core
-    return web.json_response(_network_json(core, core.network(request.match_info["ref"])))
-
-
-async def remove_network(request: web.Request) -> web.Response:
-    network = await _ops(request).remove_network(request.match_info["ref"])
-    return web.json_response({"Name": network.name, "Id": network.id})
-
-
 async def connect(request: web.Request) -> web.Response:
     body = await read_body(request, ("container", "aliases", "ip", "ip6"))
     spec = ConnectSpec(
@@ -333,11 +319,6 @@ async def disconnect(request: web.Request) -> web.Response:
     )
     network = ops.core.network(endpoint.network_id)
     return web.json_response(docker_json.endpoint_json(endpoint, network))
-
-
-async def list_containers(request: web.Request) -> web.Response:
-    core = _ops(request).core
-    return web.json_response([_container_json(core, s) for s in core.sandboxes()])
 
 
 CONTAINER_FIELDS = (
@@ -373,25 +354,51 @@ async def create_container(request: web.Request) -> web.Response:
     return web.json_response(_container_json(ops.core, sandbox), status=201)
 
 
-async def get_container(request: web.Request) -> web.Response:
-    core = _ops(request).core
-    return web.json_response(_container_json(core, core.sandbox(request.match_info["ref"])))
-
-
-async def remove_container(request: web.Request) -> web.Response:
-    sandbox = await _ops(request).remove_sandbox(request.match_info["ref"])
-    return web.json_response({"Name": sandbox.name, "Id": sandbox.id})
-
-
 def _service_json(core: DriverCore, service: Service) -> dict[str, Any]:
     return docker_json.service_inspect(
         service, core.tasks(service.id), core.endpoints(), core.networks()
     )
 
 
-async def list_services(request: web.Request) -> web.Response:
-    core = _ops(request).core
-    return web.json_response([_service_json(core, s) for s in core.services()])
+@dataclass(frozen=True, slots=True)
+class _Resource:
+    """What `GET /v1/KIND`, `GET /v1/KIND/{ref}` and `DELETE /v1/KIND/{ref}` do for one kind:
+    the same three routes for networks, containers and services."""
+
+    kind: str  # the path segment
+    every: Callable[[DriverCore], list[Any]]
+    one: Callable[[DriverCore, str], Any]
+    shown: Callable[[DriverCore, Any], dict[str, Any]]  # docker's inspect shape
+    remove: Callable[[AdminOps, str], Awaitable[Any]]
+    id_key: str = "Id"  # docker's spelling in the removal's answer ("ID" for services)
+
+    async def list_handler(self, request: web.Request) -> web.Response:
+        core = _ops(request).core
+        return web.json_response([self.shown(core, item) for item in self.every(core)])
+
+    async def get_handler(self, request: web.Request) -> web.Response:
+        core = _ops(request).core
+        return web.json_response(self.shown(core, self.one(core, request.match_info["ref"])))
+
+    async def remove_handler(self, request: web.Request) -> web.Response:
+        removed = await self.remove(_ops(request), request.match_info["ref"])
+        return web.json_response({"Name": removed.name, self.id_key: removed.id})
+
+
+RESOURCES = (
+    _Resource(
+        "networks", lambda core: core.networks(), lambda core, ref: core.network(ref),
+        _network_json, lambda ops, ref: ops.remove_network(ref),
+    ),
+    _Resource(
+        "containers", lambda core: core.sandboxes(), lambda core, ref: core.sandbox(ref),
+        _container_json, lambda ops, ref: ops.remove_sandbox(ref),
+    ),
+    _Resource(
+        "services", lambda core: core.services(), lambda core, ref: core.service(ref),
+        _service_json, lambda ops, ref: ops.remove_service(ref), id_key="ID",
+    ),
+)  # fmt: skip
 
 
 SERVICE_FIELDS = ("name", "networks", "replicas", "endpoint_mode", "publish", "port_name")
@@ -412,21 +419,11 @@ async def create_service(request: web.Request) -> web.Response:
     return web.json_response(_service_json(ops.core, service), status=201)
 
 
-async def get_service(request: web.Request) -> web.Response:
-    core = _ops(request).core
-    return web.json_response(_service_json(core, core.service(request.match_info["ref"])))
-
-
 async def scale_service(request: web.Request) -> web.Response:
     body = await read_body(request, ("replicas",))
     ops = _ops(request)
     service = await ops.scale_service(request.match_info["ref"], body.integer("replicas"))
     return web.json_response(_service_json(ops.core, service))
-
-
-async def remove_service(request: web.Request) -> web.Response:
-    service = await _ops(request).remove_service(request.match_info["ref"])
-    return web.json_response({"Name": service.name, "ID": service.id})
 
 
 async def resolve(request: web.Request) -> web.Response:
@@ -500,20 +497,15 @@ def make_app(ops: AdminOps) -> web.Application:
     app = web.Application(middlewares=[errors_as_json])
     app[OPS_KEY] = ops
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/v1/networks", list_networks)
+    for resource in RESOURCES:
+        app.router.add_get(f"/v1/{resource.kind}", resource.list_handler)
+        app.router.add_get(f"/v1/{resource.kind}/{{ref}}", resource.get_handler)
+        app.router.add_delete(f"/v1/{resource.kind}/{{ref}}", resource.remove_handler)
     app.router.add_post("/v1/networks", create_network)
-    app.router.add_get("/v1/networks/{ref}", get_network)
-    app.router.add_delete("/v1/networks/{ref}", remove_network)
     app.router.add_post("/v1/networks/{ref}/connect", connect)
     app.router.add_post("/v1/networks/{ref}/disconnect", disconnect)
-    app.router.add_get("/v1/containers", list_containers)
     app.router.add_post("/v1/containers", create_container)
-    app.router.add_get("/v1/containers/{ref}", get_container)
-    app.router.add_delete("/v1/containers/{ref}", remove_container)
-    app.router.add_get("/v1/services", list_services)
     app.router.add_post("/v1/services", create_service)
-    app.router.add_get("/v1/services/{ref}", get_service)
-    app.router.add_delete("/v1/services/{ref}", remove_service)
     app.router.add_post("/v1/services/{ref}/scale", scale_service)
     app.router.add_get("/v1/resolve", resolve)
     app.router.add_get("/v1/events", events)
