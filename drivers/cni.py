@@ -2,7 +2,7 @@
 
 Linux objects: none. The CNI plugins of the runtime's network configuration (for example
 `bridge` with `host-local`) make the container's interface and pick its addresses; the
-`netdns-cni` chained plugin (netdns/cni.py) then registers the container with the addresses
+`netdns-cni` chained plugin (netdns/cni_plugin.py) then registers the container with the addresses
 they chose, and netdns gives its namespace the embedded resolver as for any adopted namespace.
 So create/remove/join/leave change nothing, and netdns never picks an address on such a
 network: every container comes with --ip (and --ip6 when the network has IPv6), which the

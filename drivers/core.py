@@ -33,12 +33,13 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol, TypeVar
 
-from drivers import cni, names
+from drivers import cni, validation
 from drivers.base import NetworkDriver
 from drivers.cluster.keys import AddressClaim, EndpointRecord, Record
 from drivers.cluster.view import Change
 from drivers.errors import Conflict, Invalid, NotFound, Unavailable, Unsupported
 from drivers.ipam import DEFAULT_BRIDGE_SUBNET, Ipam, parse_address, plan_ipam
+from drivers.local_store import Intent, State, Store
 from drivers.model import (
     Driver,
     Endpoint,
@@ -63,7 +64,6 @@ from drivers.model import (
     Task,
     VirtualIP,
 )
-from drivers.store import Intent, State, Store
 from drivers.vip import PROTOCOLS, NftVipRoutes, VipRoute, VipRoutes
 
 log = logging.getLogger(__name__)
@@ -464,7 +464,7 @@ class DriverCore:
         return network
 
     def _plan_network(self, spec: NetworkSpec, *, predefined: bool) -> Network:
-        names.check_network_name(spec.name)
+        validation.check_network_name(spec.name)
         for other in self._state.networks.values():
             if other.name == spec.name:
                 raise Conflict(
@@ -517,7 +517,7 @@ class DriverCore:
             ipv6=spec.ipv6,
             ipam=ipam,
             options=tuple(spec.options),
-            dns_servers=names.check_dns_servers(spec.dns_servers, "network --dns"),
+            dns_servers=validation.check_dns_servers(spec.dns_servers, "network --dns"),
             created=datetime.now(UTC).isoformat(),
         )
         if driver is not None:
@@ -588,21 +588,21 @@ class DriverCore:
         """Make (or adopt) the sandbox's namespace and connect it to spec.network ("none": no
         endpoint; "host": the host's namespace, no namespace of its own)."""
         with self._lock:
-            names.check_container_name(spec.name)
+            validation.check_container_name(spec.name)
             for other in self._state.sandboxes.values():
                 if other.name == spec.name:
                     raise Conflict(
                         f"container name {spec.name!r} is already in use by container "
                         f"{other.id[:12]}: remove it or pick another name"
                     )
-            hostname = names.check_hostname(spec.hostname) if spec.hostname else spec.name
+            hostname = validation.check_hostname(spec.hostname) if spec.hostname else spec.name
             sandbox = Sandbox(
                 id=self._unused_id(self._state.sandboxes),
                 name=spec.name,
                 hostname=hostname,
-                dns_servers=names.check_dns_servers(spec.dns),
-                dns_search=names.check_dns_search(spec.dns_search),
-                dns_options=names.check_dns_options(spec.dns_options),
+                dns_servers=validation.check_dns_servers(spec.dns),
+                dns_search=validation.check_dns_search(spec.dns_search),
+                dns_options=validation.check_dns_options(spec.dns_options),
             )
             network = self.network(spec.network)
             on_host = network.driver is Driver.HOST
@@ -901,7 +901,7 @@ class DriverCore:
                 f"network {network.name!r} is not attachable: create it with --attachable to "
                 "connect containers to it"
             )
-        checked_aliases = names.check_aliases(aliases)
+        checked_aliases = validation.check_aliases(aliases)
         if checked_aliases and not network.dns:
             raise Invalid(
                 f"--alias needs a user-defined network: {network.name!r} has no embedded DNS"

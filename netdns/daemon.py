@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from drivers import names
+from drivers import validation
 from drivers.cluster.etcd import EtcdClient, parse_store_url
 from drivers.cluster.keys import Record
 from drivers.cluster.store import DEFAULT_LEASE_TTL, ClusterStore, route_source
@@ -40,10 +40,10 @@ from drivers.cluster.view import Change
 from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec, ServiceSpec
 from drivers.errors import Invalid, NetdnsError
 from drivers.ipam import parse_address
+from drivers.local_store import LocalStore
 from drivers.model import Endpoint, Event, Network, Sandbox, SandboxRemoved, Service
 from drivers.namespaces import Namespaces
 from drivers.registry import default_drivers
-from drivers.store import LocalStore
 from netdns import logs
 from netdns.admin import make_app
 from netdns.events import EventLog
@@ -406,7 +406,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> DaemonConfig:
     if args.store != "local":
         parse_store_url(args.store)  # Invalid naming the bad URL
-        names.check_hostname(args.host_name)
+        validation.check_hostname(args.host_name)
     elif args.advertise_addr:
         raise Invalid("--advertise-addr is for a cluster: give --store etcd://HOST:PORT too")
     advertise = (

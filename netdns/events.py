@@ -6,7 +6,7 @@ The daemon appends each DriverCore event once the loop has applied it (so a read
 the start replays the stored state as events, so the log opens with it), an RFC 3339 UTC time,
 a `type` ("network.create", "endpoint.attach", ...), short fields naming what changed
 (container, network, addresses, host for another cluster host's endpoint) and the object itself
-as stored (drivers/store.py `to_json`). Each record is encoded to its JSON line once.
+as stored (drivers/local_store.py `to_json`). Each record is encoded to its JSON line once.
 
 Readers hold a cursor, not a queue: `stream()` replays what the buffer still holds after a
 given seq (or time), then follows. A reader that asks for events the buffer has dropped, or
@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from drivers.errors import Invalid
+from drivers.local_store import to_json
 from drivers.model import (
     EndpointAttached,
     EndpointDetached,
@@ -41,7 +42,6 @@ from drivers.model import (
     ServiceRemoved,
     ServiceUpdated,
 )
-from drivers.store import to_json
 
 DEFAULT_CAPACITY = 10_000
 # How far a following reader may fall behind the newest record before it is moved on (with a

@@ -16,7 +16,7 @@ Everything sits under one prefix, so one watch sees every change:
 Endpoints ride on their host's lease, so a host whose daemon dies drops out of every answer
 when the lease runs out. Address claims do not: a restarted daemon takes its own addresses
 back, and no other host can be handed them while the dead host's containers may still use them.
-Values are JSON built by drivers/store.py's field-by-field converters, so a field added to the
+Values are JSON built by drivers/local_store.py's field-by-field converters, so a field added to the
 model later still reads from older values.
 """
 
@@ -27,8 +27,8 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, ip_address, ip_network
 from typing import Any
 
+from drivers.local_store import from_json, to_json
 from drivers.model import Endpoint, IPAddress, IPNetwork, Network, Service
-from drivers.store import from_json, to_json
 
 PREFIX = "/netdns/v1/"
 HOSTS = PREFIX + "hosts/"

@@ -30,7 +30,7 @@ from bench.labs.daemon import OUTSIDE_ADDRESS, OUTSIDE_NAME, DaemonProcess, runn
 from tests.netns.conftest import Lab
 
 CNI_BIN = Path("/usr/lib/cni")
-PLUGIN = [sys.executable, "-m", "netdns.cni"]
+PLUGIN = [sys.executable, "-m", "netdns.cni_plugin"]
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 ETC_NETNS = Path("/etc/netns")
 

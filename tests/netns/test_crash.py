@@ -33,8 +33,8 @@ from pyroute2 import IPRoute
 
 from bench.labs.daemon import NETDNS, DaemonProcess, start_daemon
 from bench.labs.upstreams import Dnsmasq, free_loopback_address
+from drivers.local_store import INTENT_FILE, LOCK_FILE
 from drivers.namespaces import NETNS_RUN_DIR, is_network_namespace
-from drivers.store import INTENT_FILE, LOCK_FILE
 from tests.netns.conftest import Lab
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces and links")

@@ -22,8 +22,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec
 from drivers.errors import Invalid
+from drivers.local_store import LocalStore
 from drivers.model import Driver, Endpoint, Network, Sandbox
-from drivers.store import LocalStore
 from netdns.admin import AdminOps, make_app
 from resolver.names import QTYPE_A, QTYPE_AAAA, QTYPE_PTR, QTYPE_SRV, NameTable, Outcome
 from tests.unit.doubles import PathNamespaces, QuietDriver

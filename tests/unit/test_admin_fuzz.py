@@ -49,8 +49,8 @@ from drivers.core import (
     SandboxSpec,
     ServiceSpec,
 )
+from drivers.local_store import LocalStore
 from drivers.model import Driver, Endpoint, Network, Sandbox, Service
-from drivers.store import LocalStore
 from drivers.vip import VipRoute
 from netdns.admin import make_app
 from netdns.daemon import Daemon

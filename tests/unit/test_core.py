@@ -17,6 +17,7 @@ import pytest
 
 from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec
 from drivers.errors import Conflict, Invalid, NotFound, Unsupported
+from drivers.local_store import STATE_FILE, LocalStore, State
 from drivers.model import (
     Driver,
     Endpoint,
@@ -30,7 +31,6 @@ from drivers.model import (
     SandboxCreated,
     SandboxRemoved,
 )
-from drivers.store import STATE_FILE, LocalStore, State
 from resolver.names import QTYPE_A, QTYPE_AAAA, NameTable, Outcome, Rule
 from tests.unit.cluster_double import MemoryCluster, MemoryEtcd
 

@@ -18,9 +18,9 @@ from drivers.cluster import keys
 from drivers.cluster.keys import AddressClaim, EndpointRecord
 from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec, ServiceSpec, spread
 from drivers.errors import Conflict, Unavailable
+from drivers.local_store import LocalStore
 from drivers.model import Driver, Endpoint, Network, Scope
 from drivers.overlay import OPT_VNI
-from drivers.store import LocalStore
 from resolver.names import QTYPE_A, NameTable, Outcome
 from tests.unit.cluster_double import MemoryCluster, MemoryEtcd
 from tests.unit.test_core import RecordingDriver, RecordingNamespaces

@@ -26,6 +26,7 @@ from drivers.core import (
     parse_ports,
 )
 from drivers.errors import Conflict, Invalid, NotFound
+from drivers.local_store import STATE_FILE, LocalStore
 from drivers.model import (
     Driver,
     EndpointAttached,
@@ -38,7 +39,6 @@ from drivers.model import (
     ServiceRemoved,
     ServiceUpdated,
 )
-from drivers.store import STATE_FILE, LocalStore
 from drivers.vip import VipRoute
 from resolver.names import QTYPE_A, QTYPE_PTR, QTYPE_SRV, NameTable, Outcome, Rule
 from tests.unit.doubles import NamespacesFailed, PathNamespaces, QuietDriver

@@ -49,6 +49,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec, ServiceSpec
 from drivers.errors import NetdnsError
+from drivers.local_store import LocalStore
 from drivers.model import (
     Driver,
     Endpoint,
@@ -59,7 +60,6 @@ from drivers.model import (
     Sandbox,
     Service,
 )
-from drivers.store import LocalStore
 from drivers.vip import VipRoute
 from resolver.answer import base_reply
 from resolver.forward.forwarder import ForwardResult

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec
+from drivers.local_store import LocalStore
 from drivers.model import Driver
-from drivers.store import LocalStore
 from netdns.events import EventLog
 from tests.unit.doubles import PathNamespaces, QuietDriver
 

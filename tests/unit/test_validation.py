@@ -1,11 +1,11 @@
-"""Name and DNS-setting validation (drivers/names.py): docker's rules plus DNS-sized names."""
+"""Name and DNS-setting validation (drivers/validation.py): docker's rules plus DNS-sized names."""
 
 from __future__ import annotations
 
 import pytest
 
 from drivers.errors import Invalid
-from drivers.names import (
+from drivers.validation import (
     check_aliases,
     check_container_name,
     check_dns_name,

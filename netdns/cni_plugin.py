@@ -13,9 +13,9 @@ reference `bridge` with `host-local` IPAM) and, through the daemon's admin API:
 - VERSION answers the spec versions it speaks.
 
 The parsing, the choice of name and aliases and the result are pure functions (tested in
-tests/unit/test_cni.py); `Registrar` holds the daemon calls; `main` is the executable
-(`netdns-cni`, or `python -m netdns.cni`). Errors are the spec's error object on stdout with a
-non-zero exit; logs go to stderr. See docs/CNI.md.
+tests/unit/test_cni_plugin.py); `Registrar` holds the daemon calls; `main` is the executable
+(`netdns-cni`, or `python -m netdns.cni_plugin`). Errors are the spec's error object on stdout
+with a non-zero exit; logs go to stderr. See docs/CNI.md.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface, ip_interface
 from typing import Any
 
-from drivers import names
+from drivers import validation
 from drivers.errors import Invalid
 from netdns.client import DEFAULT_HOST, HOST_ENV, Client, ClientError
 
@@ -232,7 +232,7 @@ def parse_config(raw: bytes) -> Config:
     if not isinstance(name, str) or not name:
         raise CniError(ErrorCode.INVALID_CONFIG, "the network configuration has no name")
     try:
-        names.check_network_name(name)
+        validation.check_network_name(name)
     except Invalid as exc:
         raise CniError(
             ErrorCode.INVALID_CONFIG, f"network name {name!r} cannot be a netdns name", str(exc)
@@ -244,7 +244,7 @@ def parse_config(raw: bytes) -> Config:
     if not isinstance(search, list) or not all(isinstance(s, str) for s in search):
         raise CniError(ErrorCode.INVALID_CONFIG, '"search" must be a list of domain names')
     try:
-        checked_search = names.check_dns_search(search)
+        checked_search = validation.check_dns_search(search)
     except Invalid as exc:
         raise CniError(ErrorCode.INVALID_CONFIG, '"search" holds a bad domain', str(exc)) from None
     fields: dict[str, Mapping[str, Any] | None] = {}
@@ -334,7 +334,7 @@ def container_name(env: Env, config: Config) -> str:
 
 def _checked_name(name: str, source: str) -> str:
     try:
-        return names.check_container_name(name)
+        return validation.check_container_name(name)
     except Invalid as exc:
         raise CniError(
             ErrorCode.INVALID_CONFIG,
@@ -358,7 +358,7 @@ def container_aliases(config: Config, name: str) -> tuple[str, ...]:
         if not isinstance(alias, str) or alias.lower() == name.lower():
             continue
         try:
-            names.check_dns_name(alias, "alias")
+            validation.check_dns_name(alias, "alias")
         except Invalid as exc:
             log.warning("alias skipped: %s", exc)
             continue

@@ -1,4 +1,4 @@
-"""The local store (drivers/store.py): JSON round trips of every model type, atomic saves."""
+"""The local store (drivers/local_store.py): JSON round trips of every model type, atomic saves."""
 
 from __future__ import annotations
 
@@ -14,6 +14,16 @@ import pytest
 
 from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec, ServiceSpec
 from drivers.errors import Conflict, Invalid, Unsupported
+from drivers.local_store import (
+    INTENT_FILE,
+    LOCK_FILE,
+    SCHEMA_VERSION,
+    STATE_FILE,
+    Intent,
+    LocalStore,
+    State,
+    state_to_json,
+)
 from drivers.model import (
     Driver,
     Endpoint,
@@ -26,16 +36,6 @@ from drivers.model import (
     ServicePort,
     Task,
     VirtualIP,
-)
-from drivers.store import (
-    INTENT_FILE,
-    LOCK_FILE,
-    SCHEMA_VERSION,
-    STATE_FILE,
-    Intent,
-    LocalStore,
-    State,
-    state_to_json,
 )
 
 
@@ -199,7 +199,7 @@ def test_save_writes_a_temporary_beside_fsyncs_renames_then_fsyncs_the_directory
 _SAVER = """
 import sys
 from pathlib import Path
-from drivers.store import LocalStore, State
+from drivers.local_store import LocalStore, State
 from drivers.model import Sandbox
 store = LocalStore(Path(sys.argv[1]))
 print("ready", flush=True)
@@ -277,7 +277,7 @@ def test_unreadable_state_file_is_a_clear_error(tmp_path):
 _LOCKER = """
 import sys
 from pathlib import Path
-from drivers.store import LocalStore
+from drivers.local_store import LocalStore
 from drivers.errors import Conflict
 try:
     LocalStore(Path(sys.argv[1])).lock()

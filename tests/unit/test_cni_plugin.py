@@ -1,4 +1,4 @@
-"""netdns-cni's pure parts (netdns/cni.py) and the cni driver's rules (drivers/cni.py).
+"""netdns-cni's pure parts (netdns/cni_plugin.py) and the cni driver's rules (drivers/cni.py).
 
 Config and environment parsing with the spec's error codes, which addresses of a prevResult are
 the container's, the choice of name and aliases, the result passed through with 127.0.0.11,
@@ -19,10 +19,10 @@ import pytest
 from drivers.cni import CniDriver, check_addresses
 from drivers.core import DriverCore, NetworkSpec, SandboxSpec, ServiceSpec
 from drivers.errors import Invalid
+from drivers.local_store import LocalStore
 from drivers.model import Driver, IPAMConfig, Network
-from drivers.store import LocalStore
 from netdns.client import DEFAULT_HOST, ClientError
-from netdns.cni import (
+from netdns.cni_plugin import (
     CniError,
     Command,
     Config,
