@@ -12,7 +12,7 @@ read from the bytes, the answer cache asked with them, the forward driven by cal
 `respond`; no dnslib, no task. What it declines (local names not hot yet, odd questions,
 upstreams reached from a sandbox's namespace) takes `handle`.
 
-Both count what they answer into `stats` (resolver/metrics.py: the hot path only times itself,
+Both count what they answer into `stats` (resolver/stats.py: the hot path only times itself,
 the hot cache counts hits per entry) and, when `query_sample` is not 0, log that share of
 queries (resolver/logs.py); off, that costs one attribute check per query.
 """

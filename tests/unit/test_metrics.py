@@ -1,4 +1,4 @@
-"""Metrics (resolver/metrics.py): real queries through real listeners, then a scrape.
+"""Metrics (netdns/metrics.py, over resolver/stats.py): real queries, real listeners, a scrape.
 
 A ServerThread (tests/proto/harness.py) serves the sample table with a real dnsmasq upstream
 on a random loopback address; dig and raw UDP packets ask it; the collector's text is parsed
