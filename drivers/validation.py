@@ -1,4 +1,5 @@
-"""Validation of what users name: containers, networks, hostnames, aliases, DNS settings.
+"""Validation of what users name: containers, networks, hostnames, aliases, DNS settings,
+services and their ports.
 
 Docker's rules, plus what the name table needs: every name a container answers to is a DNS
 name (labels of 1-63 characters, at most 253 in all), so it can be asked for and can carry a
@@ -13,6 +14,8 @@ from collections.abc import Iterable
 from ipaddress import ip_address
 
 from drivers.errors import Invalid
+from drivers.model import ServicePort
+from drivers.vip import PROTOCOLS
 
 # Docker's container and network name rule.
 NAME_RULE = "[a-zA-Z0-9][a-zA-Z0-9_.-]*"
@@ -27,6 +30,14 @@ DNS_NAME_MAX = 253
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?$")
 
 _DNS_OPTION_RE = re.compile(r"^[A-Za-z0-9_-]+(?::[A-Za-z0-9_.-]+)?$")
+
+# Services: docker's swarm service-name rule (one DNS label, so `tasks.<svc>` and
+# `_<port>._<proto>.<svc>` are names too).
+SERVICE_NAME_MAX = 63
+_SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[-_]*[A-Za-z0-9]+)*$")
+_PORT_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
+# Each task is a namespace with listeners: a bound that keeps a typo from making 10^6 of them.
+MAX_REPLICAS = 1000
 
 
 def check_name(name: str, what: str = "container name") -> str:
@@ -138,3 +149,51 @@ def _check_labels(name: str, what: str, *, dns_chars: bool) -> None:
                 f"{what} {name!r}: label {label!r} is not a DNS label; use letters, digits, "
                 "'-' and '_', not starting or ending with '-'"
             )
+
+
+def check_service_name(name: str) -> str:
+    if not name:
+        raise Invalid("service name is empty: give --name NAME")
+    if len(name) > SERVICE_NAME_MAX or not _SERVICE_NAME_RE.match(name):
+        raise Invalid(
+            f"service name {name!r} is not valid: one DNS label of at most {SERVICE_NAME_MAX} "
+            "letters, digits, '-' and '_', starting and ending with a letter or digit"
+        )
+    return name
+
+
+def check_replicas(replicas: object) -> int:
+    if not isinstance(replicas, int) or isinstance(replicas, bool):
+        raise Invalid(f"replicas {replicas!r} is not a number: give 0 to {MAX_REPLICAS}")
+    if not 0 <= replicas <= MAX_REPLICAS:
+        raise Invalid(f"replicas {replicas} is out of range: give 0 to {MAX_REPLICAS}")
+    return replicas
+
+
+def parse_ports(publish: Iterable[str], port_name: str = "") -> tuple[ServicePort, ...]:
+    """`--publish PORT[/PROTO]` (PROTO tcp or udp, default tcp) as service ports, named
+    `port_name` for SRV, else after the port number."""
+    publish = list(publish)
+    if port_name and not publish:
+        raise Invalid(f"--port-name {port_name!r} names published ports: add --publish PORT/PROTO")
+    if port_name and (len(port_name) > 63 or not _PORT_NAME_RE.match(port_name)):
+        raise Invalid(
+            f"--port-name {port_name!r} is not a DNS label: letters, digits and '-', "
+            "not starting or ending with '-' (e.g. http)"
+        )
+    ports: dict[tuple[int, str], ServicePort] = {}
+    for text in publish:
+        number, sep, protocol = text.partition("/")
+        protocol = protocol.lower() if sep else "tcp"
+        if ":" in number:
+            raise Invalid(
+                f"--publish {text!r}: netdns publishes a service port on the service's networks "
+                "only, not on the host: give PORT/PROTO such as 80/tcp"
+            )
+        if not number.isdigit() or not 0 < int(number) < 65536:
+            raise Invalid(f"--publish {text!r}: the port must be a number from 1 to 65535")
+        if protocol not in PROTOCOLS:
+            raise Invalid(f"--publish {text!r}: the protocol must be tcp or udp")
+        port = int(number)
+        ports.setdefault((port, protocol), ServicePort(port_name or str(port), protocol, port))
+    return tuple(ports.values())

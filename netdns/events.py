@@ -182,7 +182,7 @@ class EventLog:
         match event:
             case NetworkCreated(network) | NetworkRemoved(network):
                 if isinstance(event, NetworkRemoved):
-                    # Its endpoints were detached first (drivers/core.py), so no later event
+                    # Its endpoints were detached first (drivers/core/), so no later event
                     # names it; kept, the names of every network ever removed would pile up.
                     self._network_names.pop(network.id, None)
                 else:

@@ -1,4 +1,4 @@
-"""The DriverCore's logic (drivers/core.py): validation, IPAM, events and their order, undo on
+"""The DriverCore's logic (drivers/core/): validation, IPAM, events and their order, undo on
 failure, restart from the store.
 
 The drivers and namespaces here are small in-test classes that record their calls and make no
@@ -265,7 +265,7 @@ def test_network_with_endpoints_cannot_be_removed_until_they_leave(h):
 def test_references_by_name_full_id_and_unique_prefix(tmp_path, monkeypatch):
     # the predefined networks take the first three ids
     ids = iter([f"{n}" * 64 for n in "123"] + ["ab" + "0" * 62, "ac" + "0" * 62])
-    monkeypatch.setattr("drivers.core.new_id", lambda: next(ids))
+    monkeypatch.setattr("drivers.core.core_base.new_id", lambda: next(ids))
     h = Harness(tmp_path)
     ab = h.core.create_network(NetworkSpec("first"))
     ac = h.core.create_network(NetworkSpec("second"))

@@ -1,4 +1,4 @@
-"""Services in the DriverCore (drivers/core.py): tasks, VIPs, scale, rm, restart, events, errors,
+"""Services in the DriverCore (drivers/core/): tasks, VIPs, scale, rm, restart, events, errors,
 and what the name table answers from the core's events (R5, R8, R18).
 
 In-test drivers, namespaces and VIP routes record their calls and make no Linux objects (as in
@@ -16,15 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.core import (
-    MAX_REPLICAS,
-    ConnectSpec,
-    DriverCore,
-    NetworkSpec,
-    SandboxSpec,
-    ServiceSpec,
-    parse_ports,
-)
+from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec, ServiceSpec
 from drivers.errors import Conflict, Invalid, NotFound
 from drivers.local_store import STATE_FILE, LocalStore
 from drivers.model import (
@@ -39,6 +31,7 @@ from drivers.model import (
     ServiceRemoved,
     ServiceUpdated,
 )
+from drivers.validation import MAX_REPLICAS, parse_ports
 from drivers.vip import VipRoute
 from resolver.names import QTYPE_A, QTYPE_PTR, QTYPE_SRV, NameTable, Outcome, Rule
 from tests.unit.doubles import NamespacesFailed, PathNamespaces, QuietDriver

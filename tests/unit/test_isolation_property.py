@@ -1,7 +1,7 @@
 """Property: no sandbox gets an answer about an endpoint on a network it is not attached to (R1,
 R3, R5, R8), and every name it should see does resolve (R2-R6, R18).
 
-A hypothesis state machine builds random topologies through the DriverCore (drivers/core.py):
+A hypothesis state machine builds random topologies through the DriverCore (drivers/core/):
 user networks (some IPv6, some internal, some with dotted names), containers on them, on the
 default `bridge` (no embedded DNS) or on `none`, with shared and dotted aliases; connects,
 disconnects, removals; services in vip and dnsrr mode with published ports, scaled and removed;
