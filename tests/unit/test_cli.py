@@ -1,4 +1,4 @@
-"""The `netdns` command (netdns/cli.py) and the demo (netdns/demo.py).
+"""The `netdns` command (netdns/cli/) and the demo (netdns/demo.py).
 
 Parsing: every command of INTERFACE.md parses with its flags and has --help with examples.
 Behaviour: the CLI runs against a small real aiohttp server on a temporary unix socket, serving

@@ -41,7 +41,7 @@ def test_the_wheel_installs_both_commands(wheel: zipfile.ZipFile) -> None:
 def test_the_wheel_carries_the_packages(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
     shipped = (
-        "netdns/cli.py",
+        "netdns/cli/main.py",
         "netdns/cni_plugin.py",
         "resolver/resolve.py",
         "drivers/core/driver_core.py",
