@@ -1,4 +1,4 @@
-"""netdns-cni's pure parts (netdns/cni_plugin.py) and the cni driver's rules (drivers/cni.py).
+"""netdns-cni's pure parts (netdns/cni_plugin/) and the cni driver's rules (drivers/cni.py).
 
 Config and environment parsing with the spec's error codes, which addresses of a prevResult are
 the container's, the choice of name and aliases, the result passed through with 127.0.0.11,

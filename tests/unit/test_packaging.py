@@ -42,7 +42,7 @@ def test_the_wheel_carries_the_packages(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
     shipped = (
         "netdns/cli/main.py",
-        "netdns/cni_plugin.py",
+        "netdns/cni_plugin/main.py",
         "resolver/resolve.py",
         "drivers/core/driver_core.py",
         "drivers/cluster/store.py",
