@@ -175,6 +175,6 @@ def test_a_forbidden_import_is_reported(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_the_graph_sees_the_imports_there_are() -> None:
     edges = graph()
-    assert "resolver.resolve" in edges["netdns.daemon"]
+    assert "resolver.resolve" in edges["netdns.daemon.composition"]
     assert "drivers.model" in edges["resolver.names"]
     assert "resolver.forward.upstream" in edges["resolver.forward.pool"]
