@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Protocol
 
+from drivers import links
 from drivers.model import Driver, Endpoint, Network, Sandbox
 
 
@@ -36,3 +37,28 @@ class NetworkDriver(Protocol):
 
     def leave(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> None:
         """Remove the sandbox's interface on the network; missing objects are not an error."""
+
+
+class NoPlumbing:
+    """A driver that makes no Linux object (host, none, cni): it takes no -o options, and
+    creating, removing, joining and leaving change nothing."""
+
+    kind: ClassVar[Driver]
+
+    def check_supported(self) -> None:
+        return None
+
+    def validate(self, network: Network) -> None:
+        links.check_option_keys(network, ())
+
+    def create_network(self, network: Network) -> None:
+        self.validate(network)
+
+    def remove_network(self, network: Network) -> None:
+        return None
+
+    def join(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> Endpoint:
+        return endpoint
+
+    def leave(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> None:
+        return None

@@ -95,13 +95,9 @@ class BridgeDriver:
 
     def join(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> Endpoint:
         interface = links.sandbox_interface(network, endpoint)
-        mac = join_bridge(
+        return join_bridge(
             bridge_name(network), network, endpoint, sandbox, interface, mtu_of(network)
         )
-        log.info(
-            "endpoint %s joined %s on bridge network %s", endpoint.id, sandbox.name, network.name
-        )
-        return dataclasses.replace(endpoint, mac=mac)
 
     def leave(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> None:
         leave_bridge(endpoint, sandbox)
@@ -114,9 +110,9 @@ def join_bridge(
     sandbox: Sandbox,
     interface: links.SandboxInterface,
     mtu: int | None,
-) -> str:
+) -> Endpoint:
     """A veth pair from the Linux bridge `bridge` into the sandbox, configured as `interface`
-    (the bridge and overlay drivers' join); returns the sandbox end's MAC."""
+    (the bridge and overlay drivers' join); returns the endpoint with the sandbox end's MAC."""
     if not sandbox.netns:
         raise Invalid(f"sandbox {sandbox.name!r} has no network namespace to join to")
     host_end, sandbox_end = veth_names(endpoint)
@@ -135,11 +131,16 @@ def join_bridge(
             links.enslave(host, index, index_of_bridge)
             links.set_up(host, index)
             peer = links.require_index(host, sandbox_end)
-            return links.plumb_into_sandbox(host, peer, sandbox.netns, interface)
+            mac = links.plumb_into_sandbox(host, peer, sandbox.netns, interface)
         except BaseException:
             # Deleting either end of a veth deletes both, wherever the peer now is.
             links.delete_link(host, host_end)
             raise
+    log.info(
+        "endpoint %s joined %s on %s network %s",
+        endpoint.id, sandbox.name, network.driver, network.name,
+    )  # fmt: skip
+    return dataclasses.replace(endpoint, mac=mac)
 
 
 def leave_bridge(endpoint: Endpoint, sandbox: Sandbox) -> None:

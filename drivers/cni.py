@@ -15,9 +15,9 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv6Address
 from typing import ClassVar
 
-from drivers import links
+from drivers.base import NoPlumbing
 from drivers.errors import Invalid
-from drivers.model import Driver, Endpoint, Network, Sandbox
+from drivers.model import Driver, Network
 
 NO_SERVICES = (
     "network {network!r} is a CNI network: its containers are wired by the CNI plugins, so it "
@@ -41,23 +41,5 @@ def check_addresses(network: Network, ipv4: IPv4Address | None, ipv6: IPv6Addres
         )
 
 
-class CniDriver:
+class CniDriver(NoPlumbing):
     kind: ClassVar[Driver] = Driver.CNI
-
-    def check_supported(self) -> None:
-        return None
-
-    def validate(self, network: Network) -> None:
-        links.check_option_keys(network, ())
-
-    def create_network(self, network: Network) -> None:
-        self.validate(network)
-
-    def remove_network(self, network: Network) -> None:
-        return None
-
-    def join(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> Endpoint:
-        return endpoint
-
-    def leave(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> None:
-        return None

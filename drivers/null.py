@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from drivers.host import HostDriver
+from drivers.base import NoPlumbing
 from drivers.model import Driver, Endpoint, Network, Sandbox
 from drivers.namespaces import bring_up_loopback
 
 
-class NullDriver(HostDriver):
-    """Like the host driver, it makes nothing; unlike it, the sandbox keeps its own namespace."""
+class NullDriver(NoPlumbing):
+    """It makes nothing, as the host driver; unlike it, the sandbox keeps its own namespace."""
 
     kind: ClassVar[Driver] = Driver.NULL
 

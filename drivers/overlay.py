@@ -170,13 +170,9 @@ class OverlayDriver:
         interface = dataclasses.replace(
             links.sandbox_interface(network, endpoint), default_routes=()
         )
-        mac = join_bridge(
+        return join_bridge(
             bridge_name(network), network, endpoint, sandbox, interface, mtu_of(network)
         )
-        log.info(
-            "endpoint %s joined %s on overlay network %s", endpoint.id, sandbox.name, network.name
-        )
-        return dataclasses.replace(endpoint, mac=mac)
 
     def leave(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> None:
         leave_bridge(endpoint, sandbox)

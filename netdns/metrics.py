@@ -49,6 +49,16 @@ def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily
     return GaugeMetricFamily(name, doc, labels=list(labels))
 
 
+def _counter_of(name: str, doc: str, value: float) -> CounterMetricFamily:
+    """A counter with one sample and no labels."""
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _gauge_of(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    """A gauge with one sample and no labels."""
+    return GaugeMetricFamily(name, doc, value=value)
+
+
 class NetdnsCollector(Collector):
     """Every netdns_* metric, read from `Sources` at scrape time."""
 
@@ -82,12 +92,11 @@ class NetdnsCollector(Collector):
             queries.add_metric(list(labels), count)
         yield queries
 
-        dropped = _counter(
+        yield _counter_of(
             "netdns_queries_dropped",
             "Messages given no reply: responses, messages shorter than a DNS header (R16)",
+            stats.dropped,
         )
-        dropped.add_metric([], stats.dropped)
-        yield dropped
 
         latency = HistogramMetricFamily(
             "netdns_query_duration_seconds",
@@ -99,12 +108,11 @@ class NetdnsCollector(Collector):
             latency.add_metric([path], histogram.cumulative(), histogram.sum_ns / 1e9)
         yield latency
 
-        sample = _gauge(
+        yield _gauge_of(
             "netdns_querylog_sample",
             "Share of queries logged by the netdns.query logger (0: off, 1: every query)",
+            resolver.query_sample,
         )
-        sample.add_metric([], resolver.query_sample)
-        yield sample
 
     def _forwarding(self) -> Iterator[Metric]:
         forwarder = self.sources.resolver.forwarder
@@ -131,34 +139,36 @@ class NetdnsCollector(Collector):
         for server, count in sorted(forwarder.upstream_answers.items()):
             answers.add_metric([server], count)
         yield answers
-        failovers = _counter(
-            "netdns_upstream_failovers", "Failed tries that moved on to the next upstream"
+        yield _counter_of(
+            "netdns_upstream_failovers",
+            "Failed tries that moved on to the next upstream",
+            forwarder.failovers,
         )
-        failovers.add_metric([], forwarder.failovers)
-        yield failovers
-        inflight = _gauge("netdns_forward_inflight", "Forwarded queries waiting for an upstream")
-        inflight.add_metric([], forwarder.inflight)
-        yield inflight
-        limit = _gauge("netdns_forward_max_inflight", "The in-flight cap (--max-inflight, R14)")
-        limit.add_metric([], forwarder.max_inflight)
-        yield limit
-        overloaded = _counter(
-            "netdns_forward_overloaded", "Queries answered SERVFAIL at once by the in-flight cap"
+        yield _gauge_of(
+            "netdns_forward_inflight",
+            "Forwarded queries waiting for an upstream",
+            forwarder.inflight,
         )
-        overloaded.add_metric([], forwarder.overloaded)
-        yield overloaded
-        share = _gauge(
+        yield _gauge_of(
+            "netdns_forward_max_inflight",
+            "The in-flight cap (--max-inflight, R14)",
+            forwarder.max_inflight,
+        )
+        yield _counter_of(
+            "netdns_forward_overloaded",
+            "Queries answered SERVFAIL at once by the in-flight cap",
+            forwarder.overloaded,
+        )
+        yield _gauge_of(
             "netdns_forward_max_inflight_per_sandbox",
             "One sandbox's share of the in-flight cap (--max-inflight-per-sandbox, R14)",
+            forwarder.max_inflight_per_sandbox,
         )
-        share.add_metric([], forwarder.max_inflight_per_sandbox)
-        yield share
-        refused = _counter(
+        yield _counter_of(
             "netdns_forward_sandbox_overloaded",
             "Queries answered SERVFAIL at once because their sandbox had its share in flight",
+            forwarder.sandbox_overloaded,
         )
-        refused.add_metric([], forwarder.sandbox_overloaded)
-        yield refused
 
     def _caches(self) -> Iterator[Metric]:
         resolver = self.sources.resolver
@@ -189,17 +199,16 @@ class NetdnsCollector(Collector):
     def _state(self) -> Iterator[Metric]:
         sources = self.sources
         if sources.listeners is not None:
-            running = _gauge(
-                "netdns_listeners_running", "Containers served by an embedded DNS listener"
+            yield _gauge_of(
+                "netdns_listeners_running",
+                "Containers served by an embedded DNS listener",
+                len(sources.listeners.running),
             )
-            running.add_metric([], len(sources.listeners.running))
-            yield running
-            failed = _counter(
+            yield _counter_of(
                 "netdns_listener_failures",
                 "Listeners that could not follow an event (start, stop, resolv.conf)",
+                sources.listeners.failures,
             )
-            failed.add_metric([], sources.listeners.failures)
-            yield failed
         if sources.core is not None:
             yield self._endpoints(sources.core)
         if sources.events is not None:
@@ -207,9 +216,11 @@ class NetdnsCollector(Collector):
             for kind, count in sorted(sources.events.counts.items()):
                 events.add_metric([kind], count)
             yield events
-            last = _gauge("netdns_events_last_seq", "The newest event's sequence number")
-            last.add_metric([], sources.events.last_seq)
-            yield last
+            yield _gauge_of(
+                "netdns_events_last_seq",
+                "The newest event's sequence number",
+                sources.events.last_seq,
+            )
         if sources.event_lag is not None:
             lag = HistogramMetricFamily(
                 "netdns_event_lag_seconds",
@@ -219,16 +230,16 @@ class NetdnsCollector(Collector):
             lag.add_metric([], sources.event_lag.cumulative(), sources.event_lag.sum_ns / 1e9)
             yield lag
         if sources.cluster is not None:
-            connected = _gauge(
-                "netdns_cluster_connected", "1 while the cluster store (etcd) is followed"
+            yield _gauge_of(
+                "netdns_cluster_connected",
+                "1 while the cluster store (etcd) is followed",
+                1.0 if sources.cluster.connected else 0.0,
             )
-            connected.add_metric([], 1.0 if sources.cluster.connected else 0.0)
-            yield connected
-            resyncs = _counter(
-                "netdns_cluster_resyncs", "Full readings of the cluster store (start, reconnect)"
+            yield _counter_of(
+                "netdns_cluster_resyncs",
+                "Full readings of the cluster store (start, reconnect)",
+                sources.cluster.resyncs,
             )
-            resyncs.add_metric([], sources.cluster.resyncs)
-            yield resyncs
 
     @staticmethod
     def _endpoints(core: DriverCore) -> Metric:

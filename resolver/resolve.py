@@ -150,10 +150,8 @@ class Resolver:
         reply = fit_udp_bytes(result.reply, data, question[3], edns, question[5])
         elapsed = perf_counter_ns() - started
         self.stats.record(question[2], reply[3] & 0x0F, result.path, elapsed)
-        if self.query_sample:
-            self._sample(
-                sandbox_id, name, question[2], reply, result.path, result.upstream, elapsed
-            )
+        if self._sampled():
+            self._log(sandbox_id, name, question[2], reply, result.path, result.upstream, elapsed)
         return reply
 
     async def handle(self, sandbox_id: str, data: bytes, tcp: bool) -> bytes | None:
@@ -166,8 +164,8 @@ class Resolver:
         if isinstance(parsed, bytes):
             elapsed = perf_counter_ns() - started
             self.stats.record(UNKNOWN_TYPE, parsed[3] & 0x0F, QueryPath.INVALID, elapsed)
-            if self.query_sample:
-                self._sample(sandbox_id, "", UNKNOWN_TYPE, parsed, QueryPath.INVALID, "", elapsed)
+            if self._sampled():
+                self._log(sandbox_id, "", UNKNOWN_TYPE, parsed, QueryPath.INVALID, "", elapsed)
             return parsed
         generation = self.hot.generation if self.hot is not None else 0
         decision = await self.decide(sandbox_id, parsed, data, tcp=tcp)
@@ -177,12 +175,16 @@ class Resolver:
         elapsed = perf_counter_ns() - started
         qtype = parsed.q.qtype
         self.stats.record(qtype, reply[3] & 0x0F, decision.path, elapsed)
-        if self.query_sample:
+        if self._sampled():
             name = str(parsed.q.qname)
-            self._sample(sandbox_id, name, qtype, reply, decision.path, decision.upstream, elapsed)
+            self._log(sandbox_id, name, qtype, reply, decision.path, decision.upstream, elapsed)
         return reply
 
     # -- the sampled query log -------------------------------------------------------------
+
+    def _sampled(self) -> bool:
+        """Whether this query goes to the log (0: off, at the cost of one comparison)."""
+        return self.query_sample > 0 and random.random() < self.query_sample
 
     def _sample_hot(self, sandbox_id: str, data: bytes, reply: bytes, elapsed: int) -> None:
         if random.random() >= self.query_sample:
@@ -193,19 +195,6 @@ class Resolver:
         except Exception:  # the hot cache took it, so it parses; never fail a reply for a log
             name, qtype = "", UNKNOWN_TYPE
         self._log(sandbox_id, name, qtype, reply, QueryPath.HOT, "", elapsed)
-
-    def _sample(
-        self,
-        sandbox_id: str,
-        name: str,
-        qtype: int,
-        reply: bytes,
-        path: str,
-        upstream: str,
-        elapsed: int,
-    ) -> None:
-        if random.random() < self.query_sample:
-            self._log(sandbox_id, name, qtype, reply, path, upstream, elapsed)
 
     def _log(
         self,

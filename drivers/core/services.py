@@ -105,9 +105,7 @@ class Services(Sandboxes):
                     ", ".join(str(v.address) for v in service.vips) or "none",
                 )  # fmt: skip
                 self._emit([ServiceUpdated(service), *events])
-            self._publish(attached(events))
-            if service.mode is EndpointMode.VIP:
-                self._route_vips(service.networks)
+            self._announce(service, events)
             return service
 
     def scale_service(self, ref: str, replicas: int) -> Service:
@@ -138,8 +136,7 @@ class Services(Sandboxes):
             self._state = state
             log.info("service %s (%s) removed", service.name, service.id[:12])
             self._emit([*events, ServiceRemoved(service)])
-            if service.mode is EndpointMode.VIP:
-                self._route_vips(service.networks)
+            self._announce(service, events)
             return service
 
     def _update_service(self, service: Service) -> Service:
@@ -157,10 +154,15 @@ class Services(Sandboxes):
                 service.name, service.replicas, len(tasks(state, service.id)), before,
             )  # fmt: skip
             self._emit([ServiceUpdated(service), *events])
+        self._announce(service, events)
+        return service
+
+    def _announce(self, service: Service, events: list[Event]) -> None:
+        """After a service change: its new endpoints shown to the other hosts, and the VIP
+        tables of its networks rewritten."""
         self._publish(attached(events))
         if service.mode is EndpointMode.VIP:
             self._route_vips(service.networks)
-        return service
 
     def _run_tasks(
         self, state: State, service: Service, txn: Transaction

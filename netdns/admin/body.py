@@ -3,13 +3,16 @@ or parameter is an Invalid naming it and saying what it should be."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from drivers.errors import Invalid
+
+S = TypeVar("S")
 
 
 class Body:
@@ -109,6 +112,44 @@ async def read_body(request: web.Request, allowed: tuple[str, ...]) -> Body:
     if not isinstance(data, dict):
         raise Invalid(f"the request body must be a JSON object, not {json_type(data)}")
     return Body(data, allowed)
+
+
+async def read_spec(
+    request: web.Request,
+    spec_type: type[S],
+    *,
+    required: tuple[str, ...] = ("name",),
+    given: Mapping[str, Any] | None = None,
+) -> S:
+    """A spec (drivers/core/specs.py) from the body: each field of the dataclass is a field of
+    the body of the same name, read by the field's type, with its default; `given` fields
+    come from elsewhere (the path) and are not accepted in the body."""
+    given = dict(given or {})
+    fields = [f for f in dataclasses.fields(spec_type) if f.name not in given]  # type: ignore[arg-type]
+    body = await read_body(request, tuple(f.name for f in fields))
+    values = dict(given)
+    for f in fields:
+        values[f.name] = _read(body, f, required=f.name in required)
+    return spec_type(**values)
+
+
+def _read(body: Body, f: dataclasses.Field, *, required: bool) -> Any:
+    default = None if f.default is dataclasses.MISSING else f.default
+    # By the annotation's text: the specs' module uses `from __future__ import annotations`.
+    match str(f.type):
+        case "str":
+            return body.text(f.name, required=required, default=default or "")
+        case "str | None":
+            return body.optional_text(f.name)
+        case "bool":
+            return body.flag(f.name)
+        case "int":
+            return body.integer(f.name, default=default)
+        case "tuple[str, ...]":
+            return body.texts(f.name)
+        case "tuple[tuple[str, str], ...]":
+            return body.pairs(f.name)
+    raise TypeError(f"no body reader for {f.name}: {f.type}")
 
 
 def check_query(query: Mapping[str, str], known: Iterable[str]) -> None:

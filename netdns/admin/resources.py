@@ -12,7 +12,7 @@ from aiohttp import web
 from drivers.core import ConnectSpec, DriverCore, NetworkSpec, SandboxSpec, ServiceSpec
 from drivers.model import Network, Sandbox, Service
 from netdns import docker_json
-from netdns.admin.body import read_body
+from netdns.admin.body import read_body, read_spec
 from netdns.admin.ops import AdminOps, ops
 
 
@@ -74,48 +74,16 @@ RESOURCES = (
     ),
 )  # fmt: skip
 
-NETWORK_FIELDS = (
-    "name",
-    "driver",
-    "subnets",
-    "gateway",
-    "ip_range",
-    "ipv6",
-    "internal",
-    "attachable",
-    "options",
-    "dns_servers",
-)
-
 
 async def create_network(request: web.Request) -> web.Response:
-    body = await read_body(request, NETWORK_FIELDS)
-    spec = NetworkSpec(
-        name=body.text("name", required=True),
-        driver=body.text("driver", default="bridge"),
-        subnets=body.texts("subnets"),
-        gateway=body.optional_text("gateway"),
-        ip_range=body.optional_text("ip_range"),
-        ipv6=body.flag("ipv6"),
-        internal=body.flag("internal"),
-        attachable=body.flag("attachable"),
-        options=body.pairs("options"),
-        dns_servers=body.texts("dns_servers"),
-    )
     daemon = ops(request)
-    network = await daemon.create_network(spec)
+    network = await daemon.create_network(await read_spec(request, NetworkSpec))
     return web.json_response(network_json(daemon.core, network), status=201)
 
 
 async def connect(request: web.Request) -> web.Response:
-    body = await read_body(request, ("container", "aliases", "ip", "ip6"))
-    spec = ConnectSpec(
-        network=request.match_info["ref"],
-        container=body.text("container", required=True),
-        aliases=body.texts("aliases"),
-        ip=body.optional_text("ip"),
-        ip6=body.optional_text("ip6"),
-    )
+    given = {"network": request.match_info["ref"]}
+    spec = await read_spec(request, ConnectSpec, required=("container",), given=given)
     daemon = ops(request)
     endpoint = await daemon.connect(spec)
     network = daemon.core.network(endpoint.network_id)
@@ -132,54 +100,15 @@ async def disconnect(request: web.Request) -> web.Response:
     return web.json_response(docker_json.endpoint_json(endpoint, network))
 
 
-CONTAINER_FIELDS = (
-    "name",
-    "hostname",
-    "network",
-    "aliases",
-    "ip",
-    "ip6",
-    "dns",
-    "dns_search",
-    "dns_options",
-    "netns",
-)
-
-
 async def create_container(request: web.Request) -> web.Response:
-    body = await read_body(request, CONTAINER_FIELDS)
-    spec = SandboxSpec(
-        name=body.text("name", required=True),
-        hostname=body.text("hostname"),
-        network=body.text("network", default="bridge"),
-        aliases=body.texts("aliases"),
-        ip=body.optional_text("ip"),
-        ip6=body.optional_text("ip6"),
-        dns=body.texts("dns"),
-        dns_search=body.texts("dns_search"),
-        dns_options=body.texts("dns_options"),
-        netns=body.text("netns"),
-    )
     daemon = ops(request)
-    sandbox = await daemon.create_sandbox(spec)
+    sandbox = await daemon.create_sandbox(await read_spec(request, SandboxSpec))
     return web.json_response(container_json(daemon.core, sandbox), status=201)
 
 
-SERVICE_FIELDS = ("name", "networks", "replicas", "endpoint_mode", "publish", "port_name")
-
-
 async def create_service(request: web.Request) -> web.Response:
-    body = await read_body(request, SERVICE_FIELDS)
-    spec = ServiceSpec(
-        name=body.text("name", required=True),
-        networks=body.texts("networks"),
-        replicas=body.integer("replicas", default=1),
-        endpoint_mode=body.text("endpoint_mode", default="vip"),
-        publish=body.texts("publish"),
-        port_name=body.text("port_name"),
-    )
     daemon = ops(request)
-    service = await daemon.create_service(spec)
+    service = await daemon.create_service(await read_spec(request, ServiceSpec))
     return web.json_response(service_json(daemon.core, service), status=201)
 
 

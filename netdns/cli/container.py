@@ -32,12 +32,9 @@ def cmd_create(ctx: Context) -> int:
 
 
 LISTING = Listing(
-    items=Client.containers,
-    row=docker_json.container_row,
-    columns=docker_json.CONTAINER_COLUMNS,
-    inspect=Client.container,
-    remove=Client.remove_container,
-)
+    Client.containers, docker_json.container_row, docker_json.CONTAINER_COLUMNS,
+    Client.container, Client.remove_container,
+)  # fmt: skip
 
 
 def register(commands: Subcommands) -> None:

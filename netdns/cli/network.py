@@ -56,12 +56,9 @@ def cmd_disconnect(ctx: Context) -> int:
 
 
 LISTING = Listing(
-    items=Client.networks,
-    row=docker_json.network_row,
-    columns=docker_json.NETWORK_COLUMNS,
-    inspect=Client.network,
-    remove=Client.remove_network,
-)
+    Client.networks, docker_json.network_row, docker_json.NETWORK_COLUMNS,
+    Client.network, Client.remove_network,
+)  # fmt: skip
 
 
 def register(commands: Subcommands) -> None:

@@ -56,12 +56,9 @@ def cmd_scale(ctx: Context) -> int:
 
 
 LISTING = Listing(
-    items=Client.services,
-    row=docker_json.service_row,
-    columns=docker_json.SERVICE_COLUMNS,
-    inspect=Client.service,
-    remove=Client.remove_service,
-)
+    Client.services, docker_json.service_row, docker_json.SERVICE_COLUMNS,
+    Client.service, Client.remove_service,
+)  # fmt: skip
 
 
 def register(commands: Subcommands) -> None:
