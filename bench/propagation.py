@@ -42,7 +42,8 @@ from bench.labs.cluster import ClusterHost, ClusterLab, cluster_lab
 from bench.machine import environment
 from bench.stats import percentile
 from drivers.cluster import keys
-from drivers.cluster.etcd import EtcdClient, Put
+from drivers.cluster.etcd import EtcdClient
+from drivers.cluster.etcd_wire import Put
 from drivers.model import Endpoint
 from resolver.netns import in_netns
 

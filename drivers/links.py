@@ -3,8 +3,8 @@
 Every helper takes an open IPRoute, bound to the namespace it acts in (see `netlink`), so a
 driver reads as the sequence of kernel changes it makes. Names of host-side links are derived
 from ids (Linux caps them at 15 bytes). The end of the file probes which link kinds this kernel
-can make, once per kind, and holds the overlay's VXLAN device with its static FDB and neighbour
-entries.
+can make, once per kind. The overlay's VXLAN device and its static FDB and neighbour entries are
+in drivers/vxlan.py.
 
 The one composite step, `plumb_into_sandbox`, is what every driver that gives a sandbox its own
 interface does after making the link in the host: move it in, rename it ethN, tag it with the
@@ -23,11 +23,10 @@ import secrets
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
+from ipaddress import IPv4Interface, IPv6Address, IPv6Interface
 
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import ndmsg
 
 from drivers.errors import Conflict, Invalid, NotFound, Unsupported
 from drivers.model import Endpoint, IPAddress, Network
@@ -136,7 +135,7 @@ def create_veth(ipr: IPRoute, name: str, peer: str, mtu: int | None = None) -> i
     """A veth pair NAME <-> PEER; returns NAME's index."""
     extra = {"mtu": mtu} if mtu else {}
     peer_spec: dict[str, object] = {"ifname": peer, **extra}
-    _add(ipr, name, ifname=name, kind="veth", peer=peer_spec, **extra)
+    add_link(ipr, name, ifname=name, kind="veth", peer=peer_spec, **extra)
     return require_index(ipr, name)
 
 
@@ -151,23 +150,23 @@ def create_bridge(ipr: IPRoute, name: str, mtu: int | None = None) -> int:
             )
         return index
     extra = {"mtu": mtu} if mtu else {}
-    _add(ipr, name, ifname=name, kind="bridge", **extra)
+    add_link(ipr, name, ifname=name, kind="bridge", **extra)
     return require_index(ipr, name)
 
 
 def create_macvlan(ipr: IPRoute, name: str, parent: int, mode: str) -> int:
-    _add(ipr, name, ifname=name, kind="macvlan", link=parent, macvlan_mode=mode)
+    add_link(ipr, name, ifname=name, kind="macvlan", link=parent, macvlan_mode=mode)
     return require_index(ipr, name)
 
 
 def create_ipvlan(ipr: IPRoute, name: str, parent: int, mode: str) -> int:
     modes = {"l2": 0, "l3": 1, "l3s": 2}
-    _add(ipr, name, ifname=name, kind="ipvlan", link=parent, ipvlan_mode=modes[mode])
+    add_link(ipr, name, ifname=name, kind="ipvlan", link=parent, ipvlan_mode=modes[mode])
     return require_index(ipr, name)
 
 
 def create_vlan(ipr: IPRoute, name: str, parent: int, vlan_id: int) -> int:
-    _add(ipr, name, ifname=name, kind="vlan", link=parent, vlan_id=vlan_id)
+    add_link(ipr, name, ifname=name, kind="vlan", link=parent, vlan_id=vlan_id)
     return require_index(ipr, name)
 
 
@@ -257,7 +256,7 @@ def add_default_route(ipr: IPRoute, index: int, gateway: IPAddress | None, v6: b
             raise
 
 
-def _add(ipr: IPRoute, name: str, **spec: object) -> None:
+def add_link(ipr: IPRoute, name: str, **spec: object) -> None:
     check_ifname(name)
     try:
         ipr.link("add", **spec)
@@ -430,159 +429,3 @@ def check_option_keys(network: Network, allowed: tuple[str, ...]) -> None:
                 f"option {key!r} is not known to the {network.driver} driver "
                 f"(network {network.name!r}); it takes {takes}"
             )
-
-
-# --- VXLAN and its static forwarding entries (overlay) ----------------------------------------
-
-_ENOENT = 2
-_NUD_PERMANENT = ndmsg.states["permanent"]
-_NUD_NOARP = ndmsg.states["noarp"]
-_NTF_SELF = ndmsg.flags["self"]
-
-
-@dataclass(frozen=True, slots=True)
-class VxlanSettings:
-    """What a VXLAN device was made with (read back so a restart can tell it is still right)."""
-
-    vni: int
-    local: IPv4Address | None
-    port: int
-    learning: bool
-    proxy: bool
-
-
-def create_vxlan(
-    ipr: IPRoute, name: str, vni: int, local: IPv4Address, port: int, mtu: int | None = None
-) -> int:
-    """A VXLAN device NAME for VNI, sending from LOCAL to UDP PORT; returns its index.
-
-    Learning is off and ARP proxy on: remote MACs and addresses come only from the static
-    entries `fdb_replace` and `neigh_replace` add, and the device answers ARP itself.
-    """
-    extra = {"mtu": mtu} if mtu else {}
-    _add(
-        ipr,
-        name,
-        ifname=name,
-        kind="vxlan",
-        vxlan_id=vni,
-        vxlan_local=str(local),
-        vxlan_port=port,
-        vxlan_learning=0,
-        vxlan_proxy=1,
-        **extra,
-    )
-    return require_index(ipr, name)
-
-
-def vxlan_settings(ipr: IPRoute, index: int) -> VxlanSettings | None:
-    """The settings of the VXLAN device INDEX; None when INDEX is not a VXLAN device."""
-    (link,) = ipr.link("get", index=index)
-    if link.get(("linkinfo", "kind")) != "vxlan":
-        return None
-    data = link.get(("linkinfo", "data"))
-    local = data.get("vxlan_local")
-    return VxlanSettings(
-        vni=int(data.get("vxlan_id")),
-        local=IPv4Address(local) if local else None,
-        port=int(data.get("vxlan_port") or 0),
-        learning=bool(data.get("vxlan_learning")),
-        proxy=bool(data.get("vxlan_proxy")),
-    )
-
-
-def set_mtu(ipr: IPRoute, index: int, mtu: int) -> None:
-    ipr.link("set", index=index, mtu=mtu)
-
-
-def fdb_replace(ipr: IPRoute, index: int, mac: str, dst: IPv4Address) -> None:
-    """`bridge fdb replace MAC dev INDEX dst DST self permanent`: MAC is behind DST.
-
-    Replace, not append: for a unicast MAC the kernel ignores an append to an existing entry,
-    so a MAC that moved to another VTEP would keep the old one.
-    """
-    ipr.fdb(
-        "replace",
-        ifindex=index,
-        lladdr=mac,
-        dst=str(dst),
-        state=_NUD_PERMANENT | _NUD_NOARP,
-        flags=_NTF_SELF,
-    )
-
-
-def fdb_delete(ipr: IPRoute, index: int, mac: str, dst: IPv4Address) -> None:
-    """Delete the entry MAC -> DST of device INDEX; missing (or pointing elsewhere) is fine."""
-    try:
-        ipr.fdb("del", ifindex=index, lladdr=mac, dst=str(dst))
-    except NetlinkError as error:
-        if error.code != _ENOENT:
-            raise
-
-
-def fdb_remote(ipr: IPRoute, index: int, mac: str) -> IPv4Address | None:
-    """The remote address the static entry MAC of VXLAN device INDEX points at, without a dump
-    (`bridge fdb get MAC dev INDEX self`); None when there is no such entry."""
-    try:
-        entries = ipr.fdb("get", ifindex=index, lladdr=mac, flags=_NTF_SELF)
-    except NetlinkError as error:
-        if error.code != _ENOENT:
-            raise
-        return None
-    for entry in entries:
-        dst = entry.get("dst")
-        if dst and ":" not in dst:
-            return IPv4Address(dst)
-    return None
-
-
-def fdb_remotes(ipr: IPRoute, index: int) -> set[tuple[str, IPv4Address]]:
-    """(MAC, remote address) of each static remote entry of the VXLAN device INDEX.
-
-    The bridge's own entries for the port (no remote address) are left out.
-    """
-    remotes: set[tuple[str, IPv4Address]] = set()
-    for entry in ipr.fdb("dump", ifindex=index):
-        dst, mac = entry.get("dst"), entry.get("lladdr")
-        if entry.get("ifindex") == index and dst and mac and ":" not in dst:
-            remotes.add((mac.lower(), IPv4Address(dst)))
-    return remotes
-
-
-def neigh_replace(ipr: IPRoute, index: int, address: IPv4Address, mac: str) -> None:
-    """`ip neigh replace ADDRESS lladdr MAC dev INDEX nud permanent`."""
-    ipr.neigh("replace", dst=str(address), lladdr=mac, ifindex=index, state=_NUD_PERMANENT)
-
-
-def neigh_delete(ipr: IPRoute, index: int, address: IPv4Address) -> None:
-    """Delete the neighbour ADDRESS of device INDEX; missing is fine."""
-    try:
-        ipr.neigh("del", dst=str(address), ifindex=index)
-    except NetlinkError as error:
-        if error.code != _ENOENT:
-            raise
-
-
-def neighbour_mac(ipr: IPRoute, index: int, address: IPv4Address) -> str | None:
-    """The MAC of the permanent neighbour ADDRESS of device INDEX, without a dump."""
-    try:
-        entries = ipr.neigh("get", dst=str(address), ifindex=index)
-    except NetlinkError as error:
-        if error.code != _ENOENT:
-            raise
-        return None
-    for entry in entries:
-        mac = entry.get("lladdr")
-        if entry["state"] & _NUD_PERMANENT and mac:
-            return mac.lower()
-    return None
-
-
-def permanent_neighbours(ipr: IPRoute, index: int) -> dict[IPv4Address, str]:
-    """ADDRESS -> MAC of each permanent IPv4 neighbour entry of device INDEX."""
-    found: dict[IPv4Address, str] = {}
-    for entry in ipr.neigh("dump", ifindex=index, family=socket.AF_INET):
-        dst, mac = entry.get("dst"), entry.get("lladdr")
-        if entry.get("ifindex") == index and entry["state"] & _NUD_PERMANENT and dst and mac:
-            found[IPv4Address(dst)] = mac.lower()
-    return found

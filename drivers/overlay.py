@@ -31,7 +31,7 @@ from typing import ClassVar
 
 from pyroute2 import IPRoute
 
-from drivers import links
+from drivers import links, vxlan
 from drivers.bridge import join_bridge, leave_bridge
 from drivers.errors import Conflict, Invalid, NotFound, Unsupported
 from drivers.model import Driver, Endpoint, Network, Sandbox
@@ -217,22 +217,22 @@ class OverlayDriver:
             for address, mac, vtep in removes:
                 # The kernel deletes a MAC's entry whatever remote the request names, so a
                 # MAC that moved to another VTEP must be looked up, not just deleted.
-                behind = links.fdb_remote(host, vxlan, mac)
+                behind = vxlan.fdb_remote(host, vxlan, mac)
                 if behind is not None and behind != vtep:
                     log.debug("network %s: peer %s %s is behind %s now", network.name, mac,
                               address, behind)  # fmt: skip
                     continue
-                if links.neighbour_mac(host, vxlan, address) == mac:
-                    links.neigh_delete(host, vxlan, address)
-                links.fdb_delete(host, vxlan, mac, vtep)
+                if vxlan.neighbour_mac(host, vxlan, address) == mac:
+                    vxlan.neigh_delete(host, vxlan, address)
+                vxlan.fdb_delete(host, vxlan, mac, vtep)
             moved = [
                 (address, old)
                 for address, mac, _ in adds
-                if (old := links.neighbour_mac(host, vxlan, address)) not in (None, mac)
+                if (old := vxlan.neighbour_mac(host, vxlan, address)) not in (None, mac)
             ]
             for address, mac, vtep in adds:
-                links.fdb_replace(host, vxlan, mac, vtep)
-                links.neigh_replace(host, vxlan, address, mac)
+                vxlan.fdb_replace(host, vxlan, mac, vtep)
+                vxlan.neigh_replace(host, vxlan, address, mac)
             if moved:
                 self._drop_unused_macs(host, vxlan, {old for _, old in moved})
         log.debug("network %s: %d peers added, %d removed", network.name, len(adds), len(removes))
@@ -240,10 +240,10 @@ class OverlayDriver:
     @staticmethod
     def _drop_unused_macs(host: IPRoute, vxlan: int, macs: set[str]) -> None:
         """Delete the forwarding entries of those MACS that no neighbour entry uses any more."""
-        used = set(links.permanent_neighbours(host, vxlan).values())
+        used = set(vxlan.permanent_neighbours(host, vxlan).values())
         for mac in macs - used:
-            if (vtep := links.fdb_remote(host, vxlan, mac)) is not None:
-                links.fdb_delete(host, vxlan, mac, vtep)
+            if (vtep := vxlan.fdb_remote(host, vxlan, mac)) is not None:
+                vxlan.fdb_delete(host, vxlan, mac, vtep)
 
     @staticmethod
     def _checked(
@@ -263,8 +263,8 @@ class OverlayDriver:
             vxlan = links.index_of(host, vxlan_name(network))
             if vxlan is None:
                 return set()
-            neighbours = links.permanent_neighbours(host, vxlan)
-            remotes = links.fdb_remotes(host, vxlan)
+            neighbours = vxlan.permanent_neighbours(host, vxlan)
+            remotes = vxlan.fdb_remotes(host, vxlan)
         return {
             (address, mac, vtep)
             for address, mac in neighbours.items()
@@ -283,24 +283,24 @@ class OverlayDriver:
                 f"{network.name!r} needs that name; remove it (ip link del {name})"
             )
         index = links.create_bridge(host, name, mtu)
-        links.set_mtu(host, index, mtu)  # a restart may bring a changed MTU
+        vxlan.set_mtu(host, index, mtu)  # a restart may bring a changed MTU
         return index
 
     def _ensure_vxlan(self, host: IPRoute, network: Network, local: IPv4Address, mtu: int) -> int:
         name, vni = vxlan_name(network), vni_of(network)
-        wanted = links.VxlanSettings(
+        wanted = vxlan.VxlanSettings(
             vni=vni, local=local, port=VXLAN_PORT, learning=False, proxy=True
         )
         index = links.index_of(host, name)
         if index is not None:
-            found = links.vxlan_settings(host, index)
+            found = vxlan.vxlan_settings(host, index)
             if found is None:
                 raise Conflict(
                     f"interface {name!r} exists and is not a VXLAN device, but overlay network "
                     f"{network.name!r} needs that name; remove it (ip link del {name})"
                 )
             if found == wanted:
-                links.set_mtu(host, index, mtu)
+                vxlan.set_mtu(host, index, mtu)
                 return index
             # The name comes from the network id, so the device is ours, made with other
             # settings (another advertise address): remake it. Its peers go with it.
@@ -309,7 +309,7 @@ class OverlayDriver:
             )
             links.delete_index(host, index)
         self._check_vni_free(host, network, vni)
-        return links.create_vxlan(host, name, vni, local, VXLAN_PORT, mtu)
+        return vxlan.create_vxlan(host, name, vni, local, VXLAN_PORT, mtu)
 
     def _check_vni_free(self, host: IPRoute, network: Network, vni: int) -> None:
         # The kernel refuses a second device with the same VNI and port with EEXIST, which
@@ -317,7 +317,7 @@ class OverlayDriver:
         for link in host.link("dump"):
             if link.get(("linkinfo", "kind")) != "vxlan":
                 continue
-            found = links.vxlan_settings(host, int(link["index"]))
+            found = vxlan.vxlan_settings(host, int(link["index"]))
             if found is not None and found.vni == vni and found.port == VXLAN_PORT:
                 raise Conflict(
                     f"VXLAN id {vni} of overlay network {network.name!r} is already used by "

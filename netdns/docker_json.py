@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from drivers.model import Endpoint, IPAddress, IPNetwork, Network, Sandbox, Service, Task
-from resolver.names import endpoint_names
+from resolver.lookup import endpoint_names
 
 SHORT_ID = 12
 

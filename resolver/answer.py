@@ -26,7 +26,7 @@ from dnslib import (
     DNSRecord,
 )
 
-from resolver.names import Lookup, Outcome
+from resolver.lookup import Lookup, Outcome
 from resolver.wire import (
     MAX_LABEL,
     MAX_NAME,

@@ -37,7 +37,7 @@ from dnslib import DNSRecord
 
 from resolver.answer import local_reply
 from resolver.forward.message import parse_message
-from resolver.names import Change, Lookup, Outcome, lookup_dependencies
+from resolver.lookup import Change, Lookup, Outcome, lookup_dependencies
 from resolver.wire import (
     HEADER_SIZE,
     RD,

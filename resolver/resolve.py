@@ -33,7 +33,8 @@ from resolver.forward import Forwarder
 from resolver.forward.forwarder import ForwardResult, Query
 from resolver.hot import DEFAULT_MAX_ENTRIES, HotCache
 from resolver.logs import log_query
-from resolver.names import Lookup, NameTable, Outcome, Upstreams
+from resolver.lookup import Lookup, Outcome, Upstreams
+from resolver.names import NameTable
 from resolver.server import Respond
 from resolver.stats import UNKNOWN_TYPE, QueryPath, QueryStats, rcode_name, type_name
 from resolver.wire import EDNS, Question, parse_question, text_name

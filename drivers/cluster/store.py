@@ -29,7 +29,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from drivers.cluster import keys
-from drivers.cluster.etcd import Compacted, Compare, Delete, EtcdClient, EtcdUnavailable, Put
+from drivers.cluster.etcd import EtcdClient
+from drivers.cluster.etcd_wire import Compacted, Compare, Delete, EtcdUnavailable, Put
 from drivers.cluster.keys import Record
 from drivers.cluster.view import Change, ClusterView
 from drivers.errors import Conflict, Unavailable

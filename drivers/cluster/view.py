@@ -29,7 +29,7 @@ from drivers.cluster.keys import (
 from drivers.model import Network, Service
 
 if TYPE_CHECKING:  # the view reads what the client returns, without needing the client
-    from drivers.cluster.etcd import KeyValue, WatchEvent
+    from drivers.cluster.etcd_wire import KeyValue, WatchEvent
 
 log = logging.getLogger(__name__)
 

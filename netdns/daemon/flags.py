@@ -10,7 +10,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from drivers import validation
-from drivers.cluster.etcd import parse_store_url
+from drivers.cluster.etcd_wire import parse_store_url
 from drivers.cluster.store import DEFAULT_LEASE_TTL
 from drivers.errors import Invalid
 from drivers.ipam import parse_address

@@ -37,7 +37,7 @@ from resolver.forward.policy import MAX_UPSTREAMS, Health, ask, moves_on, try_ti
 from resolver.forward.pool import UdpPool
 from resolver.forward.upstream import Opener, Server, UpstreamFailed, exchange_tcp, parse_server
 from resolver.logs import LogThrottle
-from resolver.names import Upstreams
+from resolver.lookup import Upstreams
 from resolver.stats import QueryPath
 from resolver.wire import EDNS, HEADER_SIZE, TC_BIT, question_of, rcode_of
 

@@ -18,7 +18,7 @@ from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
 
 from bench.labs.upstreams import Dnsmasq
 from resolver.forward import AnswerCache, Forwarder, ForwardResult, HostResolvConf
-from resolver.names import Upstreams
+from resolver.lookup import Upstreams
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: dnsmasq on port 53")
 

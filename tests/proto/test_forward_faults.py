@@ -27,7 +27,7 @@ from bench.labs.upstreams import (
 from drivers.errors import Invalid
 from resolver.forward import AnswerCache, Forwarder, ForwardResult
 from resolver.forward.policy import Health
-from resolver.names import Upstreams
+from resolver.lookup import Upstreams
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: upstreams on port 53")
 

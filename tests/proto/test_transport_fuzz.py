@@ -34,7 +34,8 @@ from dnslib import QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from resolver.server import ListenerConfig, _TcpConnection
+from resolver.server import ListenerConfig
+from resolver.tcp import TcpConnection as _TcpConnection
 from tests.proto.harness import CLIENT1, WEB_V4, ServerThread, sample_table
 
 HEADER = struct.Struct("!HHHHHH")

@@ -25,7 +25,8 @@ from drivers.errors import Invalid
 from drivers.local_store import LocalStore
 from drivers.model import Driver, Endpoint, Network, Sandbox
 from netdns.admin import AdminOps, make_app
-from resolver.names import QTYPE_A, QTYPE_AAAA, QTYPE_PTR, QTYPE_SRV, NameTable, Outcome
+from resolver.lookup import Outcome
+from resolver.names import QTYPE_A, QTYPE_AAAA, QTYPE_PTR, QTYPE_SRV, NameTable
 from tests.unit.doubles import PathNamespaces, QuietDriver
 
 # -- the AdminOps under test ----------------------------------------------------------------

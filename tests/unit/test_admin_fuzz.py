@@ -57,7 +57,8 @@ from netdns.daemon import Daemon
 from netdns.events import EventLog
 from resolver.forward import AnswerCache, Forwarder, ForwardResult
 from resolver.forward.forwarder import Query
-from resolver.names import NameTable, Upstreams
+from resolver.lookup import Upstreams
+from resolver.names import NameTable
 from resolver.resolve import Resolver
 from tests.unit.doubles import PathNamespaces, QuietDriver
 

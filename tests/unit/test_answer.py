@@ -21,7 +21,8 @@ from drivers.model import (
 )
 from resolver.answer import fit_udp, local_reply, parse_query
 from resolver.forward import Forwarder
-from resolver.names import Lookup, NameTable, Outcome, Rule, SrvTarget
+from resolver.lookup import Lookup, Outcome, Rule, SrvTarget
+from resolver.names import NameTable
 from resolver.resolve import Resolver
 
 

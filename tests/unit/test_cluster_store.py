@@ -28,7 +28,8 @@ import pytest
 from bench.labs.etcd import EtcdServer, etcd_available
 from bench.labs.upstreams import free_loopback_address
 from drivers.cluster import keys
-from drivers.cluster.etcd import Compacted, Delete, EtcdClient, Put
+from drivers.cluster.etcd import EtcdClient
+from drivers.cluster.etcd_wire import Compacted, Delete, Put
 from drivers.cluster.keys import AddressClaim, EndpointRecord, HostRecord, Record
 from drivers.cluster.store import ClusterStore, route_source
 from drivers.cluster.view import Change

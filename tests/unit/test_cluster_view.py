@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 import pytest
 
 from drivers.cluster import keys
-from drivers.cluster.etcd import EventKind, KeyValue, WatchEvent
+from drivers.cluster.etcd_wire import EventKind, KeyValue, WatchEvent
 from drivers.cluster.keys import AddressClaim, EndpointRecord, HostRecord
 from drivers.cluster.view import Change, ClusterView
 from drivers.model import (

@@ -31,7 +31,8 @@ from drivers.model import (
     SandboxCreated,
     SandboxRemoved,
 )
-from resolver.names import QTYPE_A, QTYPE_AAAA, NameTable, Outcome, Rule
+from resolver.lookup import Outcome, Rule
+from resolver.names import QTYPE_A, QTYPE_AAAA, NameTable
 from tests.unit.cluster_double import MemoryCluster, MemoryEtcd
 
 

@@ -21,7 +21,8 @@ from drivers.errors import Conflict, Unavailable
 from drivers.local_store import LocalStore
 from drivers.model import Driver, Endpoint, Network, Scope
 from drivers.overlay import OPT_VNI
-from resolver.names import QTYPE_A, NameTable, Outcome
+from resolver.lookup import Outcome
+from resolver.names import QTYPE_A, NameTable
 from tests.unit.cluster_double import MemoryCluster, MemoryEtcd
 from tests.unit.test_core import RecordingDriver, RecordingNamespaces
 from tests.unit.test_core_services import Routes

@@ -33,7 +33,8 @@ from drivers.model import (
 )
 from drivers.validation import MAX_REPLICAS, parse_ports
 from drivers.vip import VipRoute
-from resolver.names import QTYPE_A, QTYPE_PTR, QTYPE_SRV, NameTable, Outcome, Rule
+from resolver.lookup import Outcome, Rule
+from resolver.names import QTYPE_A, QTYPE_PTR, QTYPE_SRV, NameTable
 from tests.unit.doubles import NamespacesFailed, PathNamespaces, QuietDriver
 
 TASK_NAME = re.compile(r"^web\.(\d+)\.[a-z0-9]{25}$")

@@ -18,11 +18,11 @@ import pytest
 
 from bench.labs.etcd import EtcdServer, etcd_available
 from bench.labs.upstreams import free_loopback_address
-from drivers.cluster.etcd import (
+from drivers.cluster.etcd import EtcdClient
+from drivers.cluster.etcd_wire import (
     Compacted,
     Compare,
     Delete,
-    EtcdClient,
     EtcdError,
     EtcdUnavailable,
     EventKind,

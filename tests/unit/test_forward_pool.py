@@ -13,7 +13,7 @@ from bench.labs.upstreams import Fault, FaultUpstream, free_loopback_address
 from resolver.forward.forwarder import Forwarder
 from resolver.forward.pool import UdpPool
 from resolver.forward.upstream import Server, UpstreamFailed, parse_server
-from resolver.names import Upstreams
+from resolver.lookup import Upstreams
 
 
 def query(name: str) -> bytes:

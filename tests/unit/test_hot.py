@@ -44,7 +44,8 @@ from resolver import hot as hot_module
 from resolver.forward import AnswerCache, Forwarder
 from resolver.forward.cache import cache_key
 from resolver.hot import SHUFFLED_ORDERS, HotCache
-from resolver.names import NameTable, Upstreams
+from resolver.lookup import Upstreams
+from resolver.names import NameTable
 from resolver.resolve import Resolver
 from resolver.server import Listener, new_event_loop
 from resolver.wire import AD, CD, DO, EDNS, parse_question

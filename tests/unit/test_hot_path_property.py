@@ -44,7 +44,8 @@ from drivers.model import (
     VirtualIP,
 )
 from resolver.forward import Forwarder
-from resolver.names import NameTable, Outcome
+from resolver.lookup import Outcome
+from resolver.names import NameTable
 from resolver.resolve import Resolver
 from resolver.wire import parse_question
 

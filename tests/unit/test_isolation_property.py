@@ -63,7 +63,8 @@ from drivers.model import (
 from drivers.vip import VipRoute
 from resolver.answer import base_reply
 from resolver.forward.forwarder import ForwardResult
-from resolver.names import NameTable, Upstreams
+from resolver.lookup import Upstreams
+from resolver.names import NameTable
 from resolver.resolve import Resolver
 from tests.unit.doubles import PathNamespaces, QuietDriver
 

@@ -26,18 +26,8 @@ from drivers.model import (
     Task,
     VirtualIP,
 )
-from resolver.names import (
-    QTYPE_A,
-    QTYPE_AAAA,
-    QTYPE_ANY,
-    QTYPE_PTR,
-    QTYPE_SRV,
-    NameTable,
-    Outcome,
-    Rule,
-    lookup_dependencies,
-    reverse_address,
-)
+from resolver.lookup import Outcome, Rule, lookup_dependencies, reverse_address
+from resolver.names import QTYPE_A, QTYPE_AAAA, QTYPE_ANY, QTYPE_PTR, QTYPE_SRV, NameTable
 
 QTYPE_MX = 15
 QTYPE_TXT = 16
