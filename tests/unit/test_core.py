@@ -9,7 +9,6 @@ store is the real LocalStore in a temporary directory.
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 
@@ -20,88 +19,18 @@ from drivers.errors import Conflict, Invalid, NotFound, Unsupported
 from drivers.local_store import STATE_FILE, LocalStore, State
 from drivers.model import (
     Driver,
-    Endpoint,
     EndpointAttached,
     EndpointDetached,
     Event,
-    Network,
     NetworkCreated,
     NetworkRemoved,
-    Sandbox,
     SandboxCreated,
     SandboxRemoved,
 )
 from resolver.lookup import Outcome, Rule
 from resolver.names import QTYPE_A, QTYPE_AAAA, NameTable
 from tests.unit.cluster_double import MemoryCluster, MemoryEtcd
-
-
-class PlumbingFailed(Exception):
-    pass
-
-
-class RecordingDriver:
-    """Records calls; fails the calls named in `fail` (for undo tests)."""
-
-    def __init__(self, kind: Driver) -> None:
-        self.kind = kind
-        self.calls: list[tuple[str, str]] = []
-        self.fail: set[str] = set()
-
-    def _record(self, call: str, what: str) -> None:
-        self.calls.append((call, what))
-        if call in self.fail:
-            raise PlumbingFailed(f"{call} {what}")
-
-    def check_supported(self) -> None:
-        if "check_supported" in self.fail:
-            raise Unsupported(f"{self.kind} is not supported here")
-
-    def validate(self, network: Network) -> None:
-        if dict(network.options).get("bad"):
-            raise Invalid(f"option bad is not taken by {self.kind}")
-
-    def create_network(self, network: Network) -> None:
-        self._record("create_network", network.name)
-
-    def remove_network(self, network: Network) -> None:
-        self._record("remove_network", network.name)
-
-    def join(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> Endpoint:
-        assert endpoint.sandbox_id == sandbox.id and endpoint.network_id == network.id
-        self._record("join", f"{sandbox.name}@{network.name}:{sandbox.netns}")
-        return replace(endpoint, mac="02:42:00:00:00:01")
-
-    def leave(self, network: Network, endpoint: Endpoint, sandbox: Sandbox) -> None:
-        self._record("leave", f"{sandbox.name}@{network.name}")
-
-
-class RecordingNamespaces:
-    """Named namespaces as paths in a set; `adopted` holds paths made 'by another runtime'.
-    One instance outlives a DriverCore, as the kernel's namespaces outlive the daemon."""
-
-    def __init__(self) -> None:
-        self.live: set[str] = set()
-        self.adopted: set[str] = set()
-        self.calls: list[tuple[str, str]] = []
-        self.fail_create = False
-
-    def create(self, name: str) -> str:
-        self.calls.append(("create", name))
-        if self.fail_create:
-            raise PlumbingFailed(f"create {name}")
-        path = f"/run/netns/{name}"
-        if path in self.live:
-            raise Conflict(f"namespace {name} exists")
-        self.live.add(path)
-        return path
-
-    def remove(self, name: str) -> None:
-        self.calls.append(("remove", name))
-        self.live.discard(f"/run/netns/{name}")
-
-    def exists(self, path: str) -> bool:
-        return path in self.live or path in self.adopted
+from tests.unit.doubles import PlumbingFailed, RecordingDriver, RecordingNamespaces
 
 
 class FailingStore(LocalStore):

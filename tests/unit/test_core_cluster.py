@@ -24,7 +24,7 @@ from drivers.overlay import OPT_VNI
 from resolver.lookup import Outcome
 from resolver.names import QTYPE_A, NameTable
 from tests.unit.cluster_double import MemoryCluster, MemoryEtcd
-from tests.unit.test_core import RecordingDriver, RecordingNamespaces
+from tests.unit.doubles import RecordingDriver, RecordingNamespaces
 from tests.unit.test_core_services import Routes
 
 

@@ -14,31 +14,26 @@ import shutil
 import struct
 import subprocess
 from collections import Counter
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address
 
 import pytest
 from dnslib import AAAA, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSRecord, EDNSOption
 
 from bench.labs.upstreams import Fault, FaultUpstream
 from drivers.model import (
-    Driver,
     Endpoint,
     EndpointAttached,
     EndpointDetached,
     EndpointMode,
     EndpointUpdated,
-    Network,
     NetworkCreated,
     NetworkRemoved,
     Sandbox,
     SandboxCreated,
     SandboxRemoved,
-    Service,
     ServicePort,
     ServiceRemoved,
     ServiceUpdated,
-    Task,
-    VirtualIP,
 )
 from resolver import hot as hot_module
 from resolver.forward import AnswerCache, Forwarder
@@ -49,6 +44,18 @@ from resolver.names import NameTable
 from resolver.resolve import Resolver
 from resolver.server import Listener, new_event_loop
 from resolver.wire import AD, CD, DO, EDNS, parse_question
+from tests.unit.topology import (
+    API,
+    APP,
+    CLIENT,
+    INTERNAL,
+    LONER,
+    WEB,
+    WEB_EP,
+    endpoint,
+    sandbox,
+    task_of,
+)
 
 # -- building queries and a table -------------------------------------------------------------
 
@@ -76,46 +83,16 @@ def header(qid: int = 0x1234, flags: int = 0x0100, counts: tuple = (1, 0, 0, 0))
     return struct.pack("!HH4H", qid, flags, *counts)
 
 
-WEB = "web"
-NET = Network(id="n-app", name="appnet", driver=Driver.BRIDGE, ipv6=True)
-INTERNAL = Network(id="n-int", name="backstage", driver=Driver.BRIDGE, internal=True)
-
-
-def sandbox(name: str, **kw: object) -> Sandbox:
-    return Sandbox(id=f"{name:0<12}" + "cd" * 26, name=name, **kw)  # type: ignore[arg-type]
-
-
-CLIENT = sandbox("client")
-LONER = sandbox("loner")  # only on the internal network: R12
-SERVER = sandbox(WEB)
-
-
-def endpoint(box: Sandbox, network: Network, v4: str, v6: str | None = None, **kw) -> Endpoint:
-    return Endpoint(
-        id=f"ep-{box.name}-{network.name}", network_id=network.id, sandbox_id=box.id,
-        name=box.name, ipv4=IPv4Address(v4), ipv6=IPv6Address(v6) if v6 else None, **kw,
-    )  # fmt: skip
-
-
-WEB_EP = endpoint(SERVER, NET, "10.1.0.2", "fd00::2", aliases=("www",))
-API = Service(
-    id="s-api", name="api", networks=(NET.id,),
-    vips=(VirtualIP(NET.id, IPv4Address("10.1.0.100")),), ports=(ServicePort("http", "tcp", 80),),
-)  # fmt: skip
-
-
 def task(slot: int) -> tuple[Sandbox, Endpoint]:
-    box = sandbox(f"api{slot}")
-    ep = endpoint(box, NET, f"10.1.0.{10 + slot}", task=Task(API.id, "api", slot, f"t{slot}x"))
-    return box, ep
+    return task_of(API, slot, f"10.1.0.{10 + slot}")
 
 
 def base_events() -> list:
-    events: list = [NetworkCreated(NET), NetworkCreated(INTERNAL), ServiceUpdated(API)]
-    for box in (CLIENT, SERVER, LONER):
+    events: list = [NetworkCreated(APP), NetworkCreated(INTERNAL), ServiceUpdated(API)]
+    for box in (CLIENT, WEB, LONER):
         events.append(SandboxCreated(box))
     events += [
-        EndpointAttached(endpoint(CLIENT, NET, "10.1.0.3")),
+        EndpointAttached(endpoint(CLIENT, APP, "10.1.0.3")),
         EndpointAttached(WEB_EP),
         EndpointAttached(endpoint(LONER, INTERNAL, "10.9.0.2")),
     ]
@@ -324,7 +301,7 @@ def _shared_alias_resolver(members: int) -> Resolver:
         box = sandbox(f"pool{i}")
         resolver.table.apply(SandboxCreated(box))
         resolver.table.apply(
-            EndpointAttached(endpoint(box, NET, f"10.1.1.{i + 1}", aliases=("pool",)))
+            EndpointAttached(endpoint(box, APP, f"10.1.1.{i + 1}", aliases=("pool",)))
         )
     return resolver
 
@@ -452,7 +429,7 @@ def test_r18_attach_adds_a_name_that_was_nxdomain_for_an_internal_sandbox() -> N
 
 def test_r18_attach_of_the_asker_to_another_network_changes_its_view() -> None:
     _r18(
-        EndpointAttached(endpoint(LONER, NET, "10.1.0.50")),
+        EndpointAttached(endpoint(LONER, APP, "10.1.0.50")),
         [(LONER, "web", "A"), (LONER, "www.appnet", "AAAA"), (LONER, "nowhere", "A")],
     )
 
@@ -479,7 +456,7 @@ def test_r18_address_change_by_an_update() -> None:
 
 
 def test_r18_container_removed() -> None:
-    _r18(SandboxRemoved(SERVER), [(CLIENT, "web", "ANY"), (CLIENT, "www", "A")])
+    _r18(SandboxRemoved(WEB), [(CLIENT, "web", "ANY"), (CLIENT, "www", "A")])
 
 
 def test_r18_sandbox_settings_change_r12b_ndots() -> None:
@@ -520,13 +497,13 @@ def test_r18_service_removed() -> None:
 
 def test_r18_network_renamed_changes_ptr_and_qualified_names() -> None:
     _r18(
-        NetworkCreated(dataclasses.replace(NET, name="frontnet")),
+        NetworkCreated(dataclasses.replace(APP, name="frontnet")),
         [(CLIENT, "2.0.1.10.in-addr.arpa", "PTR"), (CLIENT, "web.appnet", "A")],
     )
 
 
 def test_r18_network_removed() -> None:
-    _r18(NetworkRemoved(NET), [(CLIENT, "web", "A"), (CLIENT, "api", "A")])
+    _r18(NetworkRemoved(APP), [(CLIENT, "web", "A"), (CLIENT, "api", "A")])
 
 
 def test_an_answer_worked_out_before_an_event_is_not_kept_after_it() -> None:
@@ -643,7 +620,7 @@ def test_r18_cached_forward_is_dropped_when_the_name_becomes_local() -> None:
     assert resolver.fast(CLIENT.id, query("db")) is not None
     box = sandbox("db")
     resolver.table.apply(SandboxCreated(box))
-    resolver.table.apply(EndpointAttached(endpoint(box, NET, "10.1.0.60")))
+    resolver.table.apply(EndpointAttached(endpoint(box, APP, "10.1.0.60")))
     _check_after(resolver, CLIENT, query("db"))
     assert [str(rr.rdata) for rr in DNSRecord.parse(slow(resolver, CLIENT, query("db"))).rr] == [
         "10.1.0.60"

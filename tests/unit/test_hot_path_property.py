@@ -15,7 +15,7 @@ import asyncio
 import dataclasses
 import random
 from collections import Counter
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, ip_address
 
 import pytest
 from dnslib import EDNS0, RCODE, DNSRecord
@@ -23,14 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers.model import (
-    Driver,
-    Endpoint,
     EndpointAttached,
     EndpointDetached,
     EndpointMode,
     EndpointUpdated,
     Event,
-    Network,
     NetworkCreated,
     NetworkRemoved,
     Sandbox,
@@ -40,62 +37,43 @@ from drivers.model import (
     ServicePort,
     ServiceRemoved,
     ServiceUpdated,
-    Task,
-    VirtualIP,
 )
 from resolver.forward import Forwarder
 from resolver.lookup import Outcome
 from resolver.names import NameTable
 from resolver.resolve import Resolver
 from resolver.wire import parse_question
+from tests.unit.topology import (
+    API,
+    APP,
+    CLIENT,
+    DOTTED,
+    INTERNAL,
+    LONER,
+    WEB,
+    WEB_EP,
+    endpoint,
+    sandbox,
+    task_of,
+)
 
-APP = Network(id="n-app", name="appnet", driver=Driver.BRIDGE, ipv6=True)
-DOTTED = Network(id="n-dot", name="other.net", driver=Driver.BRIDGE)
-INTERNAL = Network(id="n-int", name="backstage", driver=Driver.BRIDGE, internal=True)
 NETWORKS = (APP, DOTTED, INTERNAL)
+NDOTS = sandbox("ndots", dns_options=("ndots:1",))  # R12b
+DB = sandbox("db")
+POOL = [sandbox(f"p{i}") for i in range(3)]
+ASKERS = (CLIENT, LONER, NDOTS)  # CLIENT: on appnet and other.net; LONER: internal only (R12)
 
-
-def box(name: str, **kw: object) -> Sandbox:
-    return Sandbox(id=f"{name:0<12}" + "ef" * 26, name=name, **kw)  # type: ignore[arg-type]
-
-
-def ep(sandbox: Sandbox, network: Network, v4: str, v6: str | None = None, **kw) -> Endpoint:
-    return Endpoint(
-        id=f"ep-{sandbox.name}-{network.id}", network_id=network.id, sandbox_id=sandbox.id,
-        name=sandbox.name, ipv4=IPv4Address(v4), ipv6=IPv6Address(v6) if v6 else None, **kw,
-    )  # fmt: skip
-
-
-CLIENT = box("client")  # on appnet and other.net
-LONER = box("loner")  # on the internal network only (R12)
-NDOTS = box("ndots", dns_options=("ndots:1",))  # R12b
-WEB, DB = box("web", hostname="webhost"), box("db")
-POOL = [box(f"p{i}") for i in range(3)]
-ASKERS = (CLIENT, LONER, NDOTS)
-
-API = Service(
-    id="s-api", name="api", networks=(APP.id,),
-    vips=(VirtualIP(APP.id, IPv4Address("10.1.0.100")),), ports=(ServicePort("http", "tcp", 80),),
-)  # fmt: skip
 RR = Service(
     id="s-rr", name="rr", networks=(APP.id,), mode=EndpointMode.DNSRR,
     ports=(ServicePort("dns", "udp", 53),),
 )  # fmt: skip
 
 
-def task_of(service: Service, slot: int, v4: str) -> tuple[Sandbox, Endpoint]:
-    sandbox = box(f"{service.name}{slot}")
-    return sandbox, ep(
-        sandbox, APP, v4, task=Task(service.id, service.name, slot, f"{service.name}t{slot}")
-    )
-
-
 TASKS = [task_of(API, 1, "10.1.0.11"), task_of(API, 2, "10.1.0.12"), task_of(RR, 1, "10.1.0.21")]
 EXTRA_TASK = task_of(API, 3, "10.1.0.13")
-WEB_EP = ep(WEB, APP, "10.1.0.2", "fd00::2", aliases=("www",))
-DB_EPS = (ep(DB, APP, "10.1.0.3", aliases=("a.b",)), ep(DB, DOTTED, "10.2.0.3"))
+DB_EPS = (endpoint(DB, APP, "10.1.0.3", aliases=("a.b",)), endpoint(DB, DOTTED, "10.2.0.3"))
 POOL_EPS = [
-    ep(p, APP, f"10.1.1.{i}", "fd00::1:0" if i == 0 else None, aliases=("pool",))
+    endpoint(p, APP, f"10.1.1.{i}", "fd00::1:0" if i == 0 else None, aliases=("pool",))
     for i, p in enumerate(POOL)
 ]
 
@@ -103,13 +81,13 @@ POOL_EPS = [
 def base_events() -> list[Event]:
     events: list[Event] = [NetworkCreated(n) for n in NETWORKS]
     events += [ServiceUpdated(API), ServiceUpdated(RR)]
-    for sandbox in (*ASKERS, WEB, DB, *POOL, *(t[0] for t in TASKS)):
-        events.append(SandboxCreated(sandbox))
+    for box in (*ASKERS, WEB, DB, *POOL, *(t[0] for t in TASKS)):
+        events.append(SandboxCreated(box))
     events += [
-        EndpointAttached(ep(CLIENT, APP, "10.1.0.4")),
-        EndpointAttached(ep(CLIENT, DOTTED, "10.2.0.4")),
-        EndpointAttached(ep(LONER, INTERNAL, "10.9.0.4")),
-        EndpointAttached(ep(NDOTS, APP, "10.1.0.5")),
+        EndpointAttached(endpoint(CLIENT, APP, "10.1.0.4")),
+        EndpointAttached(endpoint(CLIENT, DOTTED, "10.2.0.4")),
+        EndpointAttached(endpoint(LONER, INTERNAL, "10.9.0.4")),
+        EndpointAttached(endpoint(NDOTS, APP, "10.1.0.5")),
         EndpointAttached(WEB_EP),
         *(EndpointAttached(e) for e in DB_EPS),
         *(EndpointAttached(e) for e in POOL_EPS),
@@ -137,8 +115,8 @@ CHANGES: dict[str, list[Event]] = {
     "pool member back": [SandboxCreated(POOL[1]), EndpointAttached(POOL_EPS[1])],
     "client ndots": [SandboxCreated(dataclasses.replace(CLIENT, dns_options=("ndots:2",)))],
     "client plain": [SandboxCreated(CLIENT)],
-    "loner joins appnet": [EndpointAttached(ep(LONER, APP, "10.1.0.6"))],
-    "loner leaves appnet": [EndpointDetached(ep(LONER, APP, "10.1.0.6"))],
+    "loner joins appnet": [EndpointAttached(endpoint(LONER, APP, "10.1.0.6"))],
+    "loner leaves appnet": [EndpointDetached(endpoint(LONER, APP, "10.1.0.6"))],
     "dotted network renamed": [NetworkCreated(dataclasses.replace(DOTTED, name="other2.net"))],
     "dotted network name back": [NetworkCreated(DOTTED)],
     "internal network recreated": [NetworkRemoved(INTERNAL), NetworkCreated(INTERNAL)],

@@ -7,17 +7,12 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 import pytest
 
 from drivers.model import (
-    Driver,
     Endpoint,
-    EndpointAttached,
     EndpointDetached,
     EndpointMode,
     EndpointUpdated,
-    Network,
-    NetworkCreated,
     NetworkRemoved,
     Sandbox,
-    SandboxCreated,
     SandboxRemoved,
     Service,
     ServicePort,
@@ -27,45 +22,11 @@ from drivers.model import (
     VirtualIP,
 )
 from resolver.lookup import Outcome, Rule, lookup_dependencies, reverse_address
-from resolver.names import QTYPE_A, QTYPE_AAAA, QTYPE_ANY, QTYPE_PTR, QTYPE_SRV, NameTable
+from resolver.names import QTYPE_A, QTYPE_AAAA, QTYPE_ANY, QTYPE_PTR, QTYPE_SRV
+from tests.unit.topology import Topology
 
 QTYPE_MX = 15
 QTYPE_TXT = 16
-
-
-def net(name: str, *, dns: bool = True, internal: bool = False, servers=()) -> Network:
-    return Network(
-        id=f"{name}-id", name=name, driver=Driver.BRIDGE, dns=dns, internal=internal,
-        dns_servers=tuple(servers),
-    )  # fmt: skip
-
-
-class Topology:
-    """Builds a table through events only, as the daemon does."""
-
-    def __init__(self) -> None:
-        self.table = NameTable()
-        self.count = 0
-
-    def network(self, name: str, **kw) -> Network:
-        network = net(name, **kw)
-        self.table.apply(NetworkCreated(network))
-        return network
-
-    def sandbox(self, name: str, **kw) -> Sandbox:
-        self.count += 1
-        sandbox = Sandbox(id=f"{self.count:012x}" + "ab" * 26, name=name, **kw)
-        self.table.apply(SandboxCreated(sandbox))
-        return sandbox
-
-    def attach(self, sandbox: Sandbox, network: Network, ipv4=None, ipv6=None, **kw) -> Endpoint:
-        endpoint = Endpoint(
-            id=f"ep-{sandbox.name}-{network.name}", network_id=network.id, sandbox_id=sandbox.id,
-            name=sandbox.name, ipv4=IPv4Address(ipv4) if ipv4 else None,
-            ipv6=IPv6Address(ipv6) if ipv6 else None, **kw,
-        )  # fmt: skip
-        self.table.apply(EndpointAttached(endpoint))
-        return endpoint
 
 
 @pytest.fixture
@@ -329,7 +290,7 @@ def test_r8_reverse_names_parse(name: str, expected: str | None) -> None:
 
 
 def test_r11_upstreams_sandbox_then_network_then_daemon(topo: Topology) -> None:
-    n = topo.network("n", servers=("127.9.9.9",))
+    n = topo.network("n", dns_servers=("127.9.9.9",))
     plain = topo.network("plain")
     a = topo.sandbox("a", dns_servers=("127.8.8.8",))
     b, c = topo.sandbox("b"), topo.sandbox("c")
@@ -355,7 +316,7 @@ def test_r12_internal_only_never_forwards_to_daemon_upstreams(topo: Topology) ->
 
 
 def test_r12_internal_with_its_own_upstream_forwards_from_the_sandbox(topo: Topology) -> None:
-    internal = topo.network("internal", internal=True, servers=("10.20.0.53",))
+    internal = topo.network("internal", internal=True, dns_servers=("10.20.0.53",))
     a = topo.sandbox("a")
     topo.attach(a, internal, "10.20.0.2")
     found = topo.table.lookup(a.id, "example.com", QTYPE_A)
