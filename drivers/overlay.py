@@ -142,9 +142,9 @@ class OverlayDriver:
         mtu = mtu_of(network)
         with links.netlink() as host:
             bridge = self._ensure_bridge(host, network, mtu)
-            vxlan = self._ensure_vxlan(host, network, self.advertise, mtu)
-            links.enslave(host, vxlan, bridge)
-            links.set_up(host, vxlan)
+            device = self._ensure_vxlan(host, network, self.advertise, mtu)
+            links.enslave(host, device, bridge)
+            links.set_up(host, device)
             links.set_up(host, bridge)
         log.info(
             "network %s: vxlan %s (vni %d, local %s) on bridge %s up",
@@ -157,9 +157,9 @@ class OverlayDriver:
 
     def remove_network(self, network: Network) -> None:
         with links.netlink() as host:
-            vxlan = links.index_of(host, vxlan_name(network))
-            if vxlan is not None and links.link_kind(host, vxlan) == "vxlan":
-                links.delete_index(host, vxlan)
+            device = links.index_of(host, vxlan_name(network))
+            if device is not None and links.link_kind(host, device) == "vxlan":
+                links.delete_index(host, device)
             bridge = links.index_of(host, bridge_name(network))
             if bridge is not None and links.link_kind(host, bridge) == "bridge":
                 links.delete_index(host, bridge)
@@ -209,41 +209,41 @@ class OverlayDriver:
         if not adds and not removes:
             return
         with links.netlink() as host:
-            vxlan = links.index_of(host, vxlan_name(network))
-            if vxlan is None:
+            device = links.index_of(host, vxlan_name(network))
+            if device is None:
                 if adds:
                     self._require_vxlan(host, network)  # raises NotFound naming the device
                 return
             for address, mac, vtep in removes:
                 # The kernel deletes a MAC's entry whatever remote the request names, so a
                 # MAC that moved to another VTEP must be looked up, not just deleted.
-                behind = vxlan.fdb_remote(host, vxlan, mac)
+                behind = vxlan.fdb_remote(host, device, mac)
                 if behind is not None and behind != vtep:
                     log.debug("network %s: peer %s %s is behind %s now", network.name, mac,
                               address, behind)  # fmt: skip
                     continue
-                if vxlan.neighbour_mac(host, vxlan, address) == mac:
-                    vxlan.neigh_delete(host, vxlan, address)
-                vxlan.fdb_delete(host, vxlan, mac, vtep)
+                if vxlan.neighbour_mac(host, device, address) == mac:
+                    vxlan.neigh_delete(host, device, address)
+                vxlan.fdb_delete(host, device, mac, vtep)
             moved = [
                 (address, old)
                 for address, mac, _ in adds
-                if (old := vxlan.neighbour_mac(host, vxlan, address)) not in (None, mac)
+                if (old := vxlan.neighbour_mac(host, device, address)) not in (None, mac)
             ]
             for address, mac, vtep in adds:
-                vxlan.fdb_replace(host, vxlan, mac, vtep)
-                vxlan.neigh_replace(host, vxlan, address, mac)
+                vxlan.fdb_replace(host, device, mac, vtep)
+                vxlan.neigh_replace(host, device, address, mac)
             if moved:
-                self._drop_unused_macs(host, vxlan, {old for _, old in moved})
+                self._drop_unused_macs(host, device, {old for _, old in moved})
         log.debug("network %s: %d peers added, %d removed", network.name, len(adds), len(removes))
 
     @staticmethod
-    def _drop_unused_macs(host: IPRoute, vxlan: int, macs: set[str]) -> None:
+    def _drop_unused_macs(host: IPRoute, device: int, macs: set[str]) -> None:
         """Delete the forwarding entries of those MACS that no neighbour entry uses any more."""
-        used = set(vxlan.permanent_neighbours(host, vxlan).values())
+        used = set(vxlan.permanent_neighbours(host, device).values())
         for mac in macs - used:
-            if (vtep := vxlan.fdb_remote(host, vxlan, mac)) is not None:
-                vxlan.fdb_delete(host, vxlan, mac, vtep)
+            if (vtep := vxlan.fdb_remote(host, device, mac)) is not None:
+                vxlan.fdb_delete(host, device, mac, vtep)
 
     @staticmethod
     def _checked(
@@ -260,11 +260,11 @@ class OverlayDriver:
     def peers(self, network: Network) -> set[Peer]:
         """The (address, MAC, VTEP) peers programmed now; none when the network is not here."""
         with links.netlink() as host:
-            vxlan = links.index_of(host, vxlan_name(network))
-            if vxlan is None:
+            device = links.index_of(host, vxlan_name(network))
+            if device is None:
                 return set()
-            neighbours = vxlan.permanent_neighbours(host, vxlan)
-            remotes = vxlan.fdb_remotes(host, vxlan)
+            neighbours = vxlan.permanent_neighbours(host, device)
+            remotes = vxlan.fdb_remotes(host, device)
         return {
             (address, mac, vtep)
             for address, mac in neighbours.items()
