@@ -31,12 +31,6 @@ def cmd_create(ctx: Context) -> int:
     return print_created(ctx, created)
 
 
-LISTING = Listing(
-    Client.containers, docker_json.container_row, docker_json.CONTAINER_COLUMNS,
-    Client.container, Client.remove_container,
-)  # fmt: skip
-
-
 def register(commands: Subcommands) -> None:
     verbs = commands.noun(
         "container",
@@ -86,7 +80,13 @@ def register(commands: Subcommands) -> None:
     add_ls_inspect_rm(
         verbs,
         "container",
-        LISTING,
+        Listing(
+            Client.containers,
+            docker_json.container_row,
+            docker_json.CONTAINER_COLUMNS,
+            Client.container,
+            Client.remove_container,
+        ),
         (
             "List containers: id, name, networks and addresses.",
             "Print a JSON array with each container as `docker container inspect` shows its "

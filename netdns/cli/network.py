@@ -55,12 +55,6 @@ def cmd_disconnect(ctx: Context) -> int:
     return print_if_json(ctx, ctx.client.disconnect(ctx.args.network, ctx.args.container))
 
 
-LISTING = Listing(
-    Client.networks, docker_json.network_row, docker_json.NETWORK_COLUMNS,
-    Client.network, Client.remove_network,
-)  # fmt: skip
-
-
 def register(commands: Subcommands) -> None:
     verbs = commands.noun(
         "network",
@@ -113,7 +107,13 @@ def register(commands: Subcommands) -> None:
     add_ls_inspect_rm(
         verbs,
         "network",
-        LISTING,
+        Listing(
+            Client.networks,
+            docker_json.network_row,
+            docker_json.NETWORK_COLUMNS,
+            Client.network,
+            Client.remove_network,
+        ),
         (
             "List networks: id, name, driver, scope.",
             "Print a JSON array with each network as `docker network inspect` shows it: IPAM, "

@@ -55,12 +55,6 @@ def cmd_scale(ctx: Context) -> int:
     return code
 
 
-LISTING = Listing(
-    Client.services, docker_json.service_row, docker_json.SERVICE_COLUMNS,
-    Client.service, Client.remove_service,
-)  # fmt: skip
-
-
 def register(commands: Subcommands) -> None:
     verbs = commands.noun(
         "service",
@@ -124,7 +118,13 @@ def register(commands: Subcommands) -> None:
     add_ls_inspect_rm(
         verbs,
         "service",
-        LISTING,
+        Listing(
+            Client.services,
+            docker_json.service_row,
+            docker_json.SERVICE_COLUMNS,
+            Client.service,
+            Client.remove_service,
+        ),
         (
             "List services: id, name, mode, running/desired tasks, endpoint mode, ports.",
             "Print a JSON array with each service as `docker service inspect` shows it (Spec, "
