@@ -29,44 +29,44 @@ import contextlib
 import gc
 import linecache
 import logging
-import math
-import os
 import random
 import resource
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-
-from dnslib import QTYPE, DNSRecord
 
 from bench import dnsperf
 from bench.dnsperf import DnsperfRun
-from bench.errors import BenchError, Invalid
+from bench.errors import BenchError
 from bench.machine import environment
 from bench.process import child_process, read_ready
-from bench.stats import format_ms, percentile
+from bench.scale_model import (
+    DEAD_UPSTREAM,
+    QUERY_TIMEOUT,
+    RESULTS,
+    WARM_NAMES_PER_SECOND,
+    AttachResult,
+    Layout,
+    ListenerResult,
+    MemoryResult,
+    ThroughputConfig,
+    ThroughputResult,
+    loopback_addresses,
+    open_fds,
+    query_bytes,
+    reply_addresses,
+    rss_bytes,
+    throughput_configs,
+)
+from bench.scale_report import ScaleReport, render
 from bench.workloads import W1, Zone
 from drivers.errors import NetdnsError
-from drivers.model import (
-    Driver,
-    Endpoint,
-    EndpointAttached,
-    Event,
-    IPAMConfig,
-    Network,
-    NetworkCreated,
-    Sandbox,
-    SandboxCreated,
-)
 from resolver.forward import Forwarder
 from resolver.names import NameTable
 from resolver.resolve import Resolver
@@ -74,161 +74,8 @@ from resolver.server import Listener, run
 
 log = logging.getLogger("bench.scale")
 
-RESULTS = Path(__file__).resolve().parent / "results"
-SUBNETS = IPv4Network("10.128.0.0/9")  # split into one /24 per network
-NETWORK_PREFIX = 24
-MAX_SLOTS = 250  # addresses per /24 past the network address and gateway, with a margin
-# Nothing listens here: the bench's names are all local, so nothing is ever forwarded; a query
-# that were forwarded would fail visibly (SERVFAIL) rather than leave the machine.
-DEAD_UPSTREAM = "127.254.254.254"
-QUERY_TIMEOUT = 2.0
-ATTACH_P99_TARGET = 0.005  # seconds
-MEMORY_TARGET = 2048  # bytes per endpoint
-KiB = 1024
-WARM_NAMES_PER_SECOND = 5000  # slow-path answers a second, with a margin
-
-
-# -- the layout: pure -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Layout:
-    """Containers c<k> spread round-robin over networks n<i>, one /24 each.
-
-    Container k sits on network k % networks, in slot k // networks of it (address slot + 2).
-    Containers past `containers` are the ones attached while measuring; the querier for any
-    container is the first one on its network (container i for network i).
-    """
-
-    networks: int = 1000
-    containers: int = 10_000
-
-    def __post_init__(self) -> None:
-        if self.networks < 1 or self.containers < self.networks:
-            raise Invalid(
-                f"layout of {self.containers} containers on {self.networks} networks: need at "
-                "least one network and one container per network"
-            )
-        if self.networks > 2 ** (NETWORK_PREFIX - SUBNETS.prefixlen):
-            raise Invalid(f"{self.networks} networks do not fit in {SUBNETS}: choose fewer")
-
-    def network_index(self, k: int) -> int:
-        return k % self.networks
-
-    def slot(self, k: int) -> int:
-        return k // self.networks
-
-    def subnet(self, i: int) -> IPv4Network:
-        size = 2 ** (32 - NETWORK_PREFIX)
-        return IPv4Network((int(SUBNETS.network_address) + i * size, NETWORK_PREFIX))
-
-    def network(self, i: int) -> Network:
-        subnet = self.subnet(i)
-        return Network(
-            id=f"net-{i}",
-            name=f"n{i}",
-            driver=Driver.BRIDGE,
-            ipam=(IPAMConfig(subnet, subnet[1]),),  # type: ignore[arg-type]
-        )
-
-    def name(self, k: int) -> str:
-        return f"c{k}"
-
-    def sandbox_id(self, k: int) -> str:
-        return f"sb-{k:08d}"
-
-    def address(self, k: int) -> IPv4Address:
-        slot = self.slot(k)
-        if slot >= MAX_SLOTS:
-            raise Invalid(f"container {k} is in slot {slot} of its network: use more networks")
-        return self.subnet(self.network_index(k))[slot + 2]
-
-    def querier(self, k: int) -> str:
-        """The sandbox that asks for container k: the first container on its network."""
-        return self.sandbox_id(self.network_index(k))
-
-    def attach_events(self, k: int) -> tuple[Event, Event]:
-        sandbox = Sandbox(id=self.sandbox_id(k), name=self.name(k))
-        endpoint = Endpoint(
-            id=f"ep-{k}",
-            network_id=f"net-{self.network_index(k)}",
-            sandbox_id=sandbox.id,
-            name=sandbox.name,
-            ipv4=self.address(k),
-        )
-        return SandboxCreated(sandbox), EndpointAttached(endpoint)
-
-    def events(self) -> Iterator[Event]:
-        """Every network, then every container, as the driver core would emit them."""
-        for i in range(self.networks):
-            yield NetworkCreated(self.network(i))
-        for k in range(self.containers):
-            yield from self.attach_events(k)
-
-
-# -- small pure helpers -----------------------------------------------------------------------
-
-
-def query_bytes(name: str, rng: random.Random) -> bytes:
-    query = DNSRecord.question(name, "A")
-    query.header.id = rng.randrange(0x10000)
-    return bytes(query.pack())
-
-
-def reply_addresses(reply: bytes) -> tuple[str, ...]:
-    """The A addresses in a reply's answer section."""
-    record = DNSRecord.parse(reply)
-    return tuple(str(rr.rdata) for rr in record.rr if rr.rtype == QTYPE.A)
-
-
-def rss_bytes(status: str | None = None) -> int:
-    """VmRSS from /proc/self/status (or the given text), in bytes."""
-    if status is None:
-        status = Path("/proc/self/status").read_text()
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            value, unit = line.split()[1:3]
-            if unit.lower() != "kb":
-                raise Invalid(f"VmRSS in unit {unit!r}: expected kB")
-            return int(value) * KiB
-    raise Invalid("no VmRSS line in /proc/self/status")
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def loopback_addresses(count: int, rng: random.Random) -> list[str]:
-    """COUNT distinct 127.a.b.c addresses under one random a, away from 127.0.0.0/16 (where
-    127.0.0.1, .11 and .53 live) and from DEAD_UPSTREAM."""
-    if not 1 <= count <= 250 * 250:
-        raise Invalid(f"{count} loopback addresses: choose between 1 and {250 * 250}")
-    a = rng.randrange(16, 250)
-    b0 = rng.randrange(1, 250 - count // 250)
-    return [f"127.{a}.{b0 + i // 250}.{i % 250 + 2}" for i in range(count)]
-
-
-def quantiles(samples: Sequence[float]) -> tuple[float, float, float]:
-    """p50, p99 and max (nearest rank) of the samples; NaN when empty."""
-    ordered = sorted(samples)
-    if not ordered:
-        return math.nan, math.nan, math.nan
-    return percentile(ordered, 50), percentile(ordered, 99), ordered[-1]
-
-
-def met(ok: bool) -> str:
-    return "met" if ok else "**missed**"
-
 
 # -- 1. attach -> answer ----------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class AttachResult:
-    latencies: list[float] = field(default_factory=list)  # seconds, event applied -> answer
-    wrong: int = 0  # answers without the new address
-    stale_before: int = 0  # the pre-attach query did not say NXDOMAIN / no address
-    hot_after: int = 0  # second queries the hot path answered
 
 
 def wire_resolver(table: NameTable) -> Resolver:
@@ -324,18 +171,6 @@ async def attach_over_udp(
 # -- 2. memory per endpoint -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryResult:
-    endpoints: int
-    traced: int  # bytes tracemalloc saw retained by the built table
-    rss_delta: int  # bytes of RSS growth over an untraced build (done first)
-    top: tuple[tuple[str, int, int], ...]  # (site, bytes, blocks), largest first
-
-    @property
-    def per_endpoint(self) -> float:
-        return self.traced / self.endpoints
-
-
 def site_text(filename: str, lineno: int) -> str:
     """`file.py:N` and the code on that line, for the report's table."""
     code = linecache.getline(filename, lineno).strip().replace("|", "\\|")
@@ -377,39 +212,6 @@ def measure_memory(layout: Layout, top: int = 8) -> MemoryResult:
 
 
 # -- 3. W1 throughput -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ThroughputConfig:
-    """A bench.serve table of `table` names, queried by W1 over its first `queried` names."""
-
-    table: int
-    queried: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.table:,} names, W1 over {self.queried:,}"
-
-
-def throughput_configs(names: int, small: int = 100) -> tuple[ThroughputConfig, ...]:
-    """The small table, the big one, and the big table queried over the small working set: the
-    third tells table size apart from the number of distinct names cycled through."""
-    configs = [ThroughputConfig(small, small), ThroughputConfig(names, names)]
-    if names > small:
-        configs.append(ThroughputConfig(names, small))
-    return tuple(dict.fromkeys(configs))
-
-
-@dataclass(frozen=True, slots=True)
-class ThroughputResult:
-    config: ThroughputConfig
-    qps: tuple[float, ...]
-    lost: tuple[int, ...]
-    server_line: str  # the server's own "stopping: ..." line: hot path answers, drops
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.qps) if self.qps else math.nan
 
 
 def stopping_line(log_text: str) -> str:
@@ -478,19 +280,6 @@ def measure_throughput(
 # -- 4. listener count ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ListenerResult:
-    listeners: int
-    failed_binds: int
-    fds: int  # fds opened by the listeners
-    rss_delta: int
-    start_seconds: float
-    close_seconds: float
-    asked: int
-    answered: int
-    nofile: tuple[int, int]
-
-
 def raise_nofile(needed: int) -> tuple[int, int]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed:
@@ -544,125 +333,6 @@ async def many_listeners(
     return ListenerResult(
         len(listeners), failed, fds, rss_delta, started, closed, len(chosen), answered, nofile
     )
-
-
-# -- the report -------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class ScaleReport:
-    layout: Layout
-    build_seconds: float = 0.0
-    in_process: AttachResult | None = None
-    over_udp: AttachResult | None = None
-    memory: MemoryResult | None = None
-    throughput: list[ThroughputResult] = field(default_factory=list)
-    listeners: ListenerResult | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-def _attach_row(label: str, result: AttachResult) -> str:
-    p50, p99, worst = quantiles(result.latencies)
-    return (
-        f"| {label} | {len(result.latencies)} | {format_ms(p50)} | {format_ms(p99)} | "
-        f"{format_ms(worst)} | {result.wrong} | {result.stale_before} | {result.hot_after} | "
-        f"{met(p99 < ATTACH_P99_TARGET)} |"
-    )
-
-
-def render(report: ScaleReport, machine: dict[str, str], when: datetime) -> str:
-    lay = report.layout
-    lines = [
-        f"# netdns at scale: {lay.containers:,} containers on {lay.networks:,} networks",
-        "",
-        f"{when:%Y-%m-%d %H:%M} UTC. Machine:",
-        "",
-        *(f"- {key}: {value}" for key, value in machine.items()),
-        "",
-        f"Table built from events in {report.build_seconds:.2f} s (Resolver with hot cache "
-        "watching it, as the daemon wires it).",
-        "",
-    ]
-    if report.in_process or report.over_udp:
-        lines += [
-            "## Attach -> answer",
-            "",
-            "From just before the attach events are applied to the reply carrying the new "
-            "address, asked by a peer on the new container's network that had asked (and got "
-            "NXDOMAIN) just before. Target p99 < 5 ms.",
-            "",
-            "| path | attaches | p50 ms | p99 ms | max ms | wrong | not NXDOMAIN before | "
-            "hot on 2nd ask | target |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        if report.in_process:
-            lines.append(_attach_row("in-process: Resolver.fast, then .handle", report.in_process))
-        if report.over_udp:
-            lines.append(_attach_row("real listener, UDP socket on loopback", report.over_udp))
-        lines.append("")
-    if report.memory:
-        m = report.memory
-        lines += [
-            "## Memory per endpoint (name table)",
-            "",
-            f"tracemalloc, retained after building the table from events: {m.traced / KiB:,.0f} "
-            f"KiB for {m.endpoints:,} endpoints (with their sandboxes and {lay.networks:,} "
-            f"networks) = **{m.per_endpoint:,.0f} B per endpoint** "
-            f"(target < {MEMORY_TARGET} B: {met(m.per_endpoint < MEMORY_TARGET)}). "
-            f"RSS growth of an untraced build (measured first): {m.rss_delta / KiB:,.0f} KiB "
-            f"({m.rss_delta / m.endpoints:,.0f} B per endpoint).",
-            "",
-            "Largest allocation sites (retained):",
-            "",
-            "| site | KiB | blocks | B per endpoint |",
-            "|---|---:|---:|---:|",
-            *(
-                f"| {site} | {size / KiB:,.0f} | {blocks:,} | {size / m.endpoints:,.0f} |"
-                for site, size, blocks in m.top
-            ),
-            "",
-        ]
-    if report.throughput:
-        base = report.throughput[0]
-        lines += [
-            "## W1 throughput vs table size",
-            "",
-            "`python -m bench.serve` on a random loopback address (no namespace, no redirect), "
-            "dnsperf on the same 2 cores, W1 data over the first N names of the table, runs "
-            "interleaved after a warm-up each (1 s + 1 s per 5,000 names: fills the hot cache).",
-            "",
-            "| table | W1 over | runs q/s | median q/s | lost | vs first | server counters |",
-            "|---:|---:|---|---:|---:|---:|---|",
-        ]
-        for t in report.throughput:
-            ratio = t.median / base.median if base.median else math.nan
-            lines.append(
-                f"| {t.config.table:,} | {t.config.queried:,} | "
-                f"{', '.join(f'{q:,.0f}' for q in t.qps)} | {t.median:,.0f} | {sum(t.lost)} | "
-                f"{ratio:.2f}x | {t.server_line} |"
-            )
-        lines.append("")
-    if report.listeners:
-        r = report.listeners
-        per = r.rss_delta / r.listeners if r.listeners else math.nan
-        lines += [
-            "## Listener count",
-            "",
-            f"{r.listeners:,} listeners (UDP + TCP each) on distinct 127.a.b.c:53 addresses in "
-            f"one event loop ({r.failed_binds} addresses failed to bind); RLIMIT_NOFILE "
-            f"{r.nofile[0]}/{r.nofile[1]}. No network namespace per sandbox here: loopback "
-            "addresses prove the process side (fds, memory, start time).",
-            "",
-            "| listeners | fds | RSS growth | per listener | start | close | answered |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {r.listeners:,} | {r.fds:,} | {r.rss_delta / KiB / KiB:.1f} MiB | "
-            f"{per / KiB:.1f} KiB | {r.start_seconds:.2f} s | {r.close_seconds:.2f} s | "
-            f"{r.answered}/{r.asked} |",
-            "",
-        ]
-    if report.notes:
-        lines += ["## Notes", "", *(f"- {note}" for note in report.notes), ""]
-    return "\n".join(lines)
 
 
 # -- the command ------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The pure parts of bench/scale.py (layout, helpers, report) and its in-process attach
-measurement on a small table (real NameTable and Resolver, no sockets)."""
+"""The pure parts of the scale bench (bench/scale_model.py: layout, helpers; scale_report.py)
+and its in-process attach measurement on a small table (real NameTable and Resolver, no
+sockets)."""
 
 from __future__ import annotations
 
@@ -12,24 +13,21 @@ import pytest
 from dnslib import RR, A, DNSRecord
 
 from bench.errors import Invalid
-from bench.scale import (
+from bench.scale import attach_in_process, stopping_line, wire_resolver
+from bench.scale_model import (
     AttachResult,
     Layout,
     MemoryResult,
-    ScaleReport,
     ThroughputConfig,
     ThroughputResult,
-    attach_in_process,
     loopback_addresses,
     quantiles,
     query_bytes,
-    render,
     reply_addresses,
     rss_bytes,
-    stopping_line,
     throughput_configs,
-    wire_resolver,
 )
+from bench.scale_report import ScaleReport, render
 from drivers.model import EndpointAttached, SandboxCreated
 from resolver.names import NameTable
 from resolver.server import run
