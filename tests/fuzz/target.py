@@ -69,15 +69,7 @@ from resolver.answer import parse_query
 from resolver.forward import AnswerCache, Forwarder
 from resolver.names import NameTable
 from resolver.resolve import Resolver
-from tests.unit.test_hot_path_property import (
-    APP,
-    CLIENT,
-    LONER,
-    NDOTS,
-    base_events,
-    box,
-    ep,
-)
+from tests.unit.topology import APP, CLIENT, LONER, NDOTS, base_events, endpoint, sandbox
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +87,20 @@ STUB_UPSTREAM = "127.77.0.53:53"  # never contacted: StubForwarder answers in pr
 
 # -- the name table ------------------------------------------------------------------------
 
-# The hot-path property test's topology (the same names, so the fuzz target and that test
-# exercise one table), plus a sandbox with upstreams of its own.
-OWNUP = box("ownup", dns_servers=("127.77.1.53",))  # its own upstreams (R11: from the sandbox)
+# The shared topology of the hot path's property test (tests/unit/topology.py: the same names,
+# so the fuzz target and that test exercise one table), plus a sandbox with upstreams of its own.
+OWNUP = sandbox("ownup", dns_servers=("127.77.1.53",))  # its own upstreams (R11: from the sandbox)
 ASKERS = (CLIENT, LONER, NDOTS, OWNUP)
 
 
 def table_events() -> list[Event]:
     """The hot-path property test's table (networks, containers with aliases and v4+v6, a
     shared alias, a VIP and a DNSRR service), and OWNUP."""
-    return [*base_events(), SandboxCreated(OWNUP), EndpointAttached(ep(OWNUP, APP, "10.1.0.6"))]
+    return [
+        *base_events(),
+        SandboxCreated(OWNUP),
+        EndpointAttached(endpoint(OWNUP, APP, "10.1.0.6")),
+    ]
 
 
 # -- the stub upstream ---------------------------------------------------------------------

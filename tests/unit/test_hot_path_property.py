@@ -33,8 +33,6 @@ from drivers.model import (
     Sandbox,
     SandboxCreated,
     SandboxRemoved,
-    Service,
-    ServicePort,
     ServiceRemoved,
     ServiceUpdated,
 )
@@ -46,55 +44,22 @@ from resolver.wire import parse_question
 from tests.unit.topology import (
     API,
     APP,
+    ASKERS,
     CLIENT,
+    DB_EPS,
     DOTTED,
+    EXTRA_TASK,
     INTERNAL,
     LONER,
+    NDOTS,
+    POOL,
+    POOL_EPS,
+    RR,
     WEB,
     WEB_EP,
+    base_events,
     endpoint,
-    sandbox,
-    task_of,
 )
-
-NETWORKS = (APP, DOTTED, INTERNAL)
-NDOTS = sandbox("ndots", dns_options=("ndots:1",))  # R12b
-DB = sandbox("db")
-POOL = [sandbox(f"p{i}") for i in range(3)]
-ASKERS = (CLIENT, LONER, NDOTS)  # CLIENT: on appnet and other.net; LONER: internal only (R12)
-
-RR = Service(
-    id="s-rr", name="rr", networks=(APP.id,), mode=EndpointMode.DNSRR,
-    ports=(ServicePort("dns", "udp", 53),),
-)  # fmt: skip
-
-
-TASKS = [task_of(API, 1, "10.1.0.11"), task_of(API, 2, "10.1.0.12"), task_of(RR, 1, "10.1.0.21")]
-EXTRA_TASK = task_of(API, 3, "10.1.0.13")
-DB_EPS = (endpoint(DB, APP, "10.1.0.3", aliases=("a.b",)), endpoint(DB, DOTTED, "10.2.0.3"))
-POOL_EPS = [
-    endpoint(p, APP, f"10.1.1.{i}", "fd00::1:0" if i == 0 else None, aliases=("pool",))
-    for i, p in enumerate(POOL)
-]
-
-
-def base_events() -> list[Event]:
-    events: list[Event] = [NetworkCreated(n) for n in NETWORKS]
-    events += [ServiceUpdated(API), ServiceUpdated(RR)]
-    for box in (*ASKERS, WEB, DB, *POOL, *(t[0] for t in TASKS)):
-        events.append(SandboxCreated(box))
-    events += [
-        EndpointAttached(endpoint(CLIENT, APP, "10.1.0.4")),
-        EndpointAttached(endpoint(CLIENT, DOTTED, "10.2.0.4")),
-        EndpointAttached(endpoint(LONER, INTERNAL, "10.9.0.4")),
-        EndpointAttached(endpoint(NDOTS, APP, "10.1.0.5")),
-        EndpointAttached(WEB_EP),
-        *(EndpointAttached(e) for e in DB_EPS),
-        *(EndpointAttached(e) for e in POOL_EPS),
-        *(EndpointAttached(t[1]) for t in TASKS),
-    ]
-    return events
-
 
 # Changes applied between queries; each is a short sequence of events, in any order and repeated.
 CHANGES: dict[str, list[Event]] = {

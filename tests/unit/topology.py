@@ -1,7 +1,7 @@
-"""One topology for the tests of the name table, the hot path and the hot path's property test:
-builders for the model's objects (ids derived from names, so a test reads by name), a table
-built through events only (as the daemon builds it), and the networks, containers and service
-those tests share."""
+"""One topology for the tests of the name table, the hot path, the hot path's property test and
+the packet fuzz target: builders for the model's objects (ids derived from names, so a test
+reads by name), a table built through events only (as the daemon builds it), and the
+networks, containers and services those tests share."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from drivers.model import (
     Driver,
     Endpoint,
     EndpointAttached,
+    EndpointMode,
+    Event,
     Network,
     NetworkCreated,
     Sandbox,
     SandboxCreated,
     Service,
     ServicePort,
+    ServiceUpdated,
     Task,
     VirtualIP,
 )
@@ -91,3 +94,44 @@ API = Service(
     id="s-api", name="api", networks=(APP.id,),
     vips=(VirtualIP(APP.id, IPv4Address("10.1.0.100")),), ports=(ServicePort("http", "tcp", 80),),
 )  # fmt: skip
+
+
+# -- the whole table of the hot path's property test and the packet fuzz target ---------------
+
+NETWORKS = (APP, DOTTED, INTERNAL)
+NDOTS = sandbox("ndots", dns_options=("ndots:1",))  # R12b
+DB = sandbox("db")
+POOL = [sandbox(f"p{i}") for i in range(3)]
+ASKERS = (CLIENT, LONER, NDOTS)  # CLIENT: on appnet and other.net; LONER: internal only (R12)
+
+RR = Service(
+    id="s-rr", name="rr", networks=(APP.id,), mode=EndpointMode.DNSRR,
+    ports=(ServicePort("dns", "udp", 53),),
+)  # fmt: skip
+
+
+TASKS = [task_of(API, 1, "10.1.0.11"), task_of(API, 2, "10.1.0.12"), task_of(RR, 1, "10.1.0.21")]
+EXTRA_TASK = task_of(API, 3, "10.1.0.13")
+DB_EPS = (endpoint(DB, APP, "10.1.0.3", aliases=("a.b",)), endpoint(DB, DOTTED, "10.2.0.3"))
+POOL_EPS = [
+    endpoint(p, APP, f"10.1.1.{i}", "fd00::1:0" if i == 0 else None, aliases=("pool",))
+    for i, p in enumerate(POOL)
+]
+
+
+def base_events() -> list[Event]:
+    events: list[Event] = [NetworkCreated(n) for n in NETWORKS]
+    events += [ServiceUpdated(API), ServiceUpdated(RR)]
+    for box in (*ASKERS, WEB, DB, *POOL, *(t[0] for t in TASKS)):
+        events.append(SandboxCreated(box))
+    events += [
+        EndpointAttached(endpoint(CLIENT, APP, "10.1.0.4")),
+        EndpointAttached(endpoint(CLIENT, DOTTED, "10.2.0.4")),
+        EndpointAttached(endpoint(LONER, INTERNAL, "10.9.0.4")),
+        EndpointAttached(endpoint(NDOTS, APP, "10.1.0.5")),
+        EndpointAttached(WEB_EP),
+        *(EndpointAttached(e) for e in DB_EPS),
+        *(EndpointAttached(e) for e in POOL_EPS),
+        *(EndpointAttached(t[1]) for t in TASKS),
+    ]
+    return events
