@@ -3,7 +3,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 APT_PACKAGES := bind9-dnsutils dnsmasq dnsperf busybox-static nftables iproute2 iputils-ping procps \
-                aardvark-dns util-linux etcd-server chromium
+                aardvark-dns util-linux etcd-server chromium \
+                podman netavark runc containernetworking-plugins \
+                golang-github-containernetworking-plugin-dnsname
 PYTEST_ARGS ?=
 
 .PHONY: run test bench soak fuzz lint deps venv clean

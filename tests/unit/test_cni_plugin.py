@@ -10,6 +10,9 @@ tests/netns/test_cni_e2e.py.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_interface
 from pathlib import Path
 from typing import Any, ClassVar
@@ -233,6 +236,21 @@ def test_result_without_search_keeps_the_previous_dns_search() -> None:
     prev = {**BRIDGE_RESULT, "dns": {"search": ["old.test"]}}
     result = build_result(parse_config(config(prevResult=prev)))
     assert result["dns"] == {"nameservers": ["127.0.0.11"], "search": ["old.test"]}
+
+
+def test_version_with_libcni_placeholders_passes_validation() -> None:
+    # libcni (podman's CNI backend, containerd) validates each plugin of a conflist this way.
+    placeholders = {
+        "CNI_COMMAND": "VERSION", "CNI_CONTAINERID": "dummy", "CNI_NETNS": "dummy",
+        "CNI_IFNAME": "dummy", "CNI_PATH": "dummy",
+    }  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "netdns.cni_plugin"], env={**os.environ, **placeholders},
+        input=b'{"cniVersion": "1.0.0", "name": "podnet", "type": "netdns-cni"}',
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout
+    assert json.loads(done.stdout)["supportedVersions"] == ["0.4.0", "1.0.0"]
 
 
 def test_version_answers_the_input_version_and_ours() -> None:
