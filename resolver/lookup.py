@@ -17,6 +17,7 @@ TASKS_PREFIX = "tasks."
 
 class Rule(enum.StrEnum):
     R2_NAME = "R2"
+    R3B_DOMAIN = "R3b"
     R4_SHARED = "R4"
     R5_SERVICE = "R5"
     R6_NODATA = "R6"

@@ -17,7 +17,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import socket
 import struct
+import sys
 import threading
 
 SLOTS = 32  # datagrams per call; dnsperf-like loads fill every one of them
@@ -155,3 +157,13 @@ def thread_batch() -> Batch:
     if batch is None:
         batch = _threads.batch = Batch()
     return batch
+
+
+def host_of(sockaddr: bytes) -> str:
+    """The address of a raw sockaddr_in or sockaddr_in6, as text ("" for another family)."""
+    family = int.from_bytes(sockaddr[:2], sys.byteorder)
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, sockaddr[4:8])
+    if family == socket.AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, sockaddr[8:24])
+    return ""

@@ -166,7 +166,9 @@ def _discard(index: dict[str, dict[str, None]], key: str, member: str) -> None:
 class NameTable:
     """Per-network name indices, changed only by `apply(event)`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, domains: Iterable[str] = ()) -> None:
+        # R3b: zones that stand for every network of the asking sandbox (podman's dns.podman).
+        self.domains = tuple(normalize(d) for d in domains if normalize(d))
         self._networks: dict[str, _NetworkIndex] = {}
         self._sandboxes: dict[str, Sandbox] = {}
         # sandbox id -> network ids it is attached to, in connect order
@@ -343,7 +345,7 @@ class NameTable:
         return self._not_local(self._scope(sandbox_id), normalize(qname), qtype)
 
     def _lookup_name(self, scope: _Scope, name: str, qtype: int) -> Lookup | None:
-        for candidate, indices in _qualified_candidates(scope, name):
+        for candidate, indices in _qualified_candidates(scope, name, self.domains):
             matches = [(index, hit) for index in indices if (hit := index.addresses_for(candidate))]
             if not matches:
                 continue
@@ -377,7 +379,7 @@ class NameTable:
         if len(labels) < 3 or not labels[0].startswith("_") or not labels[1].startswith("_"):
             return self._lookup_name(scope, name, QTYPE_SRV)
         port_name, protocol = labels[0][1:], labels[1][1:]
-        for candidate, indices in _qualified_candidates(scope, ".".join(labels[2:])):
+        for candidate, indices in _qualified_candidates(scope, ".".join(labels[2:]), self.domains):
             for index in indices:
                 service = index.services_by_name.get(candidate)
                 if service is None:
@@ -395,6 +397,8 @@ class NameTable:
         return self._lookup_name(scope, name, QTYPE_SRV)
 
     def _not_local(self, scope: _Scope, name: str, qtype: int) -> Lookup:
+        if any(name == d or name.endswith("." + d) for d in self.domains):
+            return Lookup(Rule.R3B_DOMAIN, Outcome.NXDOMAIN)  # the runtime's zone: never forwarded
         forward = scope.forward
         if scope.internal_only and not forward.upstreams.from_sandbox:
             return Lookup(Rule.R12_INTERNAL, Outcome.NXDOMAIN)
@@ -417,9 +421,15 @@ class NameTable:
         return sum(len(index.endpoints_by_name) for index in self._networks.values())
 
 
-def _qualified_candidates(scope: _Scope, name: str) -> Iterator[tuple[str, list[_NetworkIndex]]]:
-    """R3: `a.b.c` is tried as `a.b.c` on every network, then `a.b` on `c`, then `a` on `b.c`."""
+def _qualified_candidates(
+    scope: _Scope, name: str, domains: tuple[str, ...] = ()
+) -> Iterator[tuple[str, list[_NetworkIndex]]]:
+    """R3: `a.b.c` is tried as `a.b.c` on every network, then `a.b` on `c`, then `a` on `b.c`;
+    R3b: `a.<domain>` as `a` on every network."""
     yield name, scope.indices
+    for domain in domains:
+        if name.endswith("." + domain):
+            yield name[: -len(domain) - 1], scope.indices
     labels = name.split(".")
     for cut in range(len(labels) - 1, 0, -1):
         network_name = ".".join(labels[cut:])

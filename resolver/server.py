@@ -54,6 +54,8 @@ Respond = Callable[[bytes], None]
 # (sandbox id, message, tcp, respond) -> whether it took the message: then it calls respond with
 # the reply (already fitted) later, or never to drop it; when not, the handler answers.
 SoonHandler = Callable[[str, bytes, bool, Respond], bool]
+# A client's address -> the sandbox it is, for a listener many sandboxes share.
+Who = Callable[[str], str]
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -127,8 +129,10 @@ class Listener:
         config: ListenerConfig,
         fast: FastHandler | None = None,
         soon: SoonHandler | None = None,
+        who: Who | None = None,
     ) -> None:
         self.sandbox_id = sandbox_id
+        self.who = who
         self.config = config
         self.stats = ListenerStats()
         self._handler = handler
@@ -156,16 +160,19 @@ class Listener:
         config: ListenerConfig = DEFAULT_CONFIG,
         fast: FastHandler | None = None,
         soon: SoonHandler | None = None,
+        who: Who | None = None,
     ) -> Listener:
         """Serve on (host, port), or on the given sockets: already bound, TCP maybe not listening
         (made inside a sandbox's namespace). The listener owns the sockets from here on.
         `fast`, when given, is tried first for every message, then `soon` for UDP ones (see the
-        module docstring)."""
+        module docstring). `who`, for a listener many sandboxes share (netdns-aardvark, on a
+        network's gateway address), names the sandbox of each client address; without it
+        every message is from `sandbox_id`."""
         if (udp_sock is None) != (tcp_sock is None):
             raise Invalid("Listener.start: pass both udp_sock and tcp_sock, or neither")
         if udp_sock is None or tcp_sock is None:
             udp_sock, tcp_sock = bind_pair(host, port)
-        listener = cls(handler, sandbox_id, config, fast, soon)
+        listener = cls(handler, sandbox_id, config, fast, soon, who)
         try:
             await listener._serve(udp_sock, tcp_sock)
         except BaseException:
@@ -231,13 +238,17 @@ class Listener:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("listener %s: query task failed", self.sandbox_id, exc_info=exc)
 
-    def answer_fast(self, data: bytes, *, tcp: bool) -> bytes | None:
+    def sandbox_of(self, host: str) -> str:
+        """The sandbox a client at `host` is (always `sandbox_id` without `who`)."""
+        return self.sandbox_id if self.who is None else self.who(host)
+
+    def answer_fast(self, data: bytes, sandbox_id: str, *, tcp: bool) -> bytes | None:
         """The fast handler's reply, or None (no fast handler, it declined, or it failed)."""
         fast = self._fast
         if fast is None:
             return None
         try:
-            reply = fast(self.sandbox_id, data, tcp)
+            reply = fast(sandbox_id, data, tcp)
         except Exception:
             # The slow path answers instead; the failure is reported like a handler's.
             self.stats.handler_errors += 1
@@ -247,22 +258,22 @@ class Listener:
             self.stats.fast_answers += 1
         return reply
 
-    def answer_soon(self, data: bytes, respond: Respond) -> bool:
+    def answer_soon(self, data: bytes, sandbox_id: str, respond: Respond) -> bool:
         """Whether the soon handler took this UDP message (it then calls `respond` itself)."""
         soon = self._soon
         if soon is None:
             return False
         try:
-            return soon(self.sandbox_id, data, False, respond)
+            return soon(sandbox_id, data, False, respond)
         except Exception:
             self.stats.handler_errors += 1
             self._log_handler_error()
             return False
 
-    async def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
+    async def answer(self, data: bytes, sandbox_id: str, *, tcp: bool) -> bytes | None:
         """The handler's reply, or None; a handler failure is logged and drops the query."""
         try:
-            reply = await self._handler(self.sandbox_id, data, tcp)
+            reply = await self._handler(sandbox_id, data, tcp)
         except Exception:
             self.stats.handler_errors += 1
             self.stats.dropped += 1
@@ -324,12 +335,17 @@ class _UdpReader:
             return
         listener.stats.udp_queries += len(datagrams)
         ready: list[tuple[bytes, bytes]] = []
+        who, sandbox_id = listener.who, listener.sandbox_id
         for data, address in datagrams:
-            reply = listener.answer_fast(data, tcp=False)
+            if who is not None:
+                sandbox_id = who(mmsg.host_of(address))
+            reply = listener.answer_fast(data, sandbox_id, tcp=False)
             if reply is not None:
                 ready.append((address, reply))
-            elif not listener.answer_soon(data, functools.partial(self.send_later, address)):
-                listener.spawn(self._answer(data, address))
+            elif not listener.answer_soon(
+                data, sandbox_id, functools.partial(self.send_later, address)
+            ):
+                listener.spawn(self._answer(data, sandbox_id, address))
         if ready:
             try:
                 sent = self._batch.send(self._fd, ready)
@@ -338,8 +354,8 @@ class _UdpReader:
                 sent = 0
             listener.stats.dropped += len(ready) - sent
 
-    async def _answer(self, data: bytes, address: bytes) -> None:
-        reply = await self._listener.answer(data, tcp=False)
+    async def _answer(self, data: bytes, sandbox_id: str, address: bytes) -> None:
+        reply = await self._listener.answer(data, sandbox_id, tcp=False)
         if reply is not None:
             self.send_later(address, reply)
 

@@ -28,11 +28,13 @@ class TcpHost(Protocol):
 
     def forget(self, connection: TcpConnection) -> None: ...
 
-    def answer_fast(self, data: bytes, *, tcp: bool) -> bytes | None: ...
+    def sandbox_of(self, host: str) -> str: ...
+
+    def answer_fast(self, data: bytes, sandbox_id: str, *, tcp: bool) -> bytes | None: ...
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
 
-    async def answer(self, data: bytes, *, tcp: bool) -> bytes | None: ...
+    async def answer(self, data: bytes, sandbox_id: str, *, tcp: bool) -> bytes | None: ...
 
 
 class TcpConnection(asyncio.Protocol):
@@ -40,6 +42,7 @@ class TcpConnection(asyncio.Protocol):
 
     def __init__(self, listener: TcpHost) -> None:
         self._listener = listener
+        self._sandbox_id = listener.sandbox_id  # the client's, once connected (sandbox_of)
         self._config = listener.config
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -62,6 +65,8 @@ class TcpConnection(asyncio.Protocol):
             self._closed = True
             transport.close()
             return
+        peer = transport.get_extra_info("peername")
+        self._sandbox_id = self._listener.sandbox_of(peer[0] if peer else "")
         self._last_activity = self._loop.time()
         self._arm_timer()
 
@@ -133,7 +138,7 @@ class TcpConnection(asyncio.Protocol):
 
     def _start_query(self, message: bytes) -> None:
         self._listener.stats.tcp_queries += 1
-        reply = self._listener.answer_fast(message, tcp=True)
+        reply = self._listener.answer_fast(message, self._sandbox_id, tcp=True)
         if reply is not None:
             self._send(reply)
             return
@@ -142,7 +147,7 @@ class TcpConnection(asyncio.Protocol):
         task.add_done_callback(self._query_done)
 
     async def _answer(self, message: bytes) -> None:
-        reply = await self._listener.answer(message, tcp=True)
+        reply = await self._listener.answer(message, self._sandbox_id, tcp=True)
         if reply is not None:
             self._send(reply)
 

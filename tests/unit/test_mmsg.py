@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -106,3 +107,31 @@ def test_each_thread_has_its_own_batch() -> None:
     thread.start()
     thread.join()
     assert there and there[0] is not here
+
+
+def test_host_of_reads_the_address_of_a_raw_sockaddr() -> None:
+    v4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    with v4, v6:
+        v4.bind(("127.0.0.1", 0))
+        v6.bind(("::1", 0))
+        got = []
+        for sock, host in ((v4, "127.0.0.1"), (v6, "::1")):
+            port = sock.getsockname()[1]
+            family = sock.family
+            with socket.socket(family, socket.SOCK_DGRAM) as client:
+                client.bind((host, 0))
+                client.sendto(b"x", (host, port))
+                batch = mmsg.Batch()
+                sock.setblocking(False)
+                for _ in range(100):
+                    try:
+                        received = batch.receive(sock.fileno())
+                    except BlockingIOError:
+                        received = []
+                    if received:
+                        break
+                    time.sleep(0.01)
+                got.append(mmsg.host_of(received[0][1]))
+    assert got == ["127.0.0.1", "::1"]
+    assert mmsg.host_of(b"\x01\x00" + b"\x00" * 26) == ""  # AF_UNIX: no host

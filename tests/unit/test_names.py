@@ -141,6 +141,39 @@ def test_r3_first_network_in_connect_order_with_the_family_wins(topo: Topology) 
     assert aaaa.network == "second"
 
 
+def test_r3b_a_name_under_the_runtime_domain_answers_on_every_network() -> None:
+    topo = Topology(domains=("dns.podman",))
+    n1, n2 = topo.network("n1"), topo.network("n2")
+    a, b, c = topo.sandbox("a"), topo.sandbox("b"), topo.sandbox("c")
+    topo.attach(a, n1, "10.0.1.2")
+    topo.attach(a, n2, "10.0.2.2")
+    topo.attach(b, n1, "10.0.1.3", aliases=("db",))
+    topo.attach(c, n2, "10.0.2.4")
+    for name in ("b.dns.podman", "DB.dns.podman.", "c.dns.podman"):
+        found = topo.table.lookup(a.id, name, QTYPE_A)
+        assert found.outcome is Outcome.RECORDS, name
+    assert topo.table.lookup(a.id, "c.dns.podman", QTYPE_A).addresses == addrs("10.0.2.4")
+    # Only the asker's networks: b does not see c.
+    assert topo.table.lookup(b.id, "c.dns.podman", QTYPE_A).rule is Rule.R3B_DOMAIN
+
+
+def test_r3b_a_name_not_local_under_the_domain_is_nxdomain_never_forwarded() -> None:
+    topo = Topology(domains=("dns.podman",))
+    n = topo.network("n", dns_servers=("127.9.9.9",))
+    a = topo.sandbox("a")
+    topo.attach(a, n, "10.0.1.2")
+    for name in ("ghost.dns.podman", "dns.podman"):
+        found = topo.table.lookup(a.id, name, QTYPE_A)
+        assert (found.rule, found.outcome) == (Rule.R3B_DOMAIN, Outcome.NXDOMAIN), name
+    assert topo.table.lookup(a.id, "a.dns.podman", QTYPE_AAAA).outcome is Outcome.NODATA  # R6
+    # Without the domain the same name is an outside one.
+    plain = Topology()
+    m = plain.network("n", dns_servers=("127.9.9.9",))
+    b = plain.sandbox("b")
+    plain.attach(b, m, "10.0.1.2")
+    assert plain.table.lookup(b.id, "b.dns.podman", QTYPE_A).outcome is Outcome.FORWARD
+
+
 def test_r4_shared_alias_gives_every_address(topo: Topology) -> None:
     n = topo.network("n")
     a, b, c = topo.sandbox("a"), topo.sandbox("b"), topo.sandbox("c")

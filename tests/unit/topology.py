@@ -56,8 +56,8 @@ def task_of(
 class Topology:
     """Builds a table through events only, as the daemon does; sandboxes get ids in order."""
 
-    def __init__(self) -> None:
-        self.table = NameTable()
+    def __init__(self, *, domains: tuple[str, ...] = ()) -> None:
+        self.table = NameTable(domains=domains)
         self.count = 0
 
     def network(self, name: str, **kw: object) -> Network:
