@@ -166,9 +166,11 @@ def _discard(index: dict[str, dict[str, None]], key: str, member: str) -> None:
 class NameTable:
     """Per-network name indices, changed only by `apply(event)`."""
 
-    def __init__(self, *, domains: Iterable[str] = ()) -> None:
-        # R3b: zones that stand for every network of the asking sandbox (podman's dns.podman).
+    def __init__(self, *, domains: Iterable[str] = (), keep_single_labels: bool = False) -> None:
+        # R3b: zones that stand for every network of the asking sandbox (podman's dns.podman),
+        # and whether a single-label name that is not local stays here (NXDOMAIN).
         self.domains = tuple(normalize(d) for d in domains if normalize(d))
+        self.keep_single_labels = keep_single_labels
         self._networks: dict[str, _NetworkIndex] = {}
         self._sandboxes: dict[str, Sandbox] = {}
         # sandbox id -> network ids it is attached to, in connect order
@@ -397,8 +399,10 @@ class NameTable:
         return self._lookup_name(scope, name, QTYPE_SRV)
 
     def _not_local(self, scope: _Scope, name: str, qtype: int) -> Lookup:
-        if any(name == d or name.endswith("." + d) for d in self.domains):
-            return Lookup(Rule.R3B_DOMAIN, Outcome.NXDOMAIN)  # the runtime's zone: never forwarded
+        if any(name == d or name.endswith("." + d) for d in self.domains) or (
+            self.keep_single_labels and "." not in name
+        ):
+            return Lookup(Rule.R3B_DOMAIN, Outcome.NXDOMAIN)  # never forwarded
         forward = scope.forward
         if scope.internal_only and not forward.upstreams.from_sandbox:
             return Lookup(Rule.R12_INTERNAL, Outcome.NXDOMAIN)

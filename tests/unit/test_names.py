@@ -166,6 +166,12 @@ def test_r3b_a_name_not_local_under_the_domain_is_nxdomain_never_forwarded() -> 
         found = topo.table.lookup(a.id, name, QTYPE_A)
         assert (found.rule, found.outcome) == (Rule.R3B_DOMAIN, Outcome.NXDOMAIN), name
     assert topo.table.lookup(a.id, "a.dns.podman", QTYPE_AAAA).outcome is Outcome.NODATA  # R6
+    assert topo.table.lookup(a.id, "ghost", QTYPE_A).outcome is Outcome.FORWARD
+    kept = Topology(domains=("dns.podman",), keep_single_labels=True)
+    k = kept.sandbox("k")
+    kept.attach(k, kept.network("n", dns_servers=("127.9.9.9",)), "10.0.1.2")
+    assert kept.table.lookup(k.id, "ghost", QTYPE_A).rule is Rule.R3B_DOMAIN
+    assert kept.table.lookup(k.id, "ghost.example", QTYPE_A).outcome is Outcome.FORWARD
     # Without the domain the same name is an outside one.
     plain = Topology()
     m = plain.network("n", dns_servers=("127.9.9.9",))

@@ -56,8 +56,8 @@ def task_of(
 class Topology:
     """Builds a table through events only, as the daemon does; sandboxes get ids in order."""
 
-    def __init__(self, *, domains: tuple[str, ...] = ()) -> None:
-        self.table = NameTable(domains=domains)
+    def __init__(self, *, domains: tuple[str, ...] = (), keep_single_labels: bool = False) -> None:
+        self.table = NameTable(domains=domains, keep_single_labels=keep_single_labels)
         self.count = 0
 
     def network(self, name: str, **kw: object) -> Network:
