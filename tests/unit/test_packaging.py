@@ -28,13 +28,14 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     return zipfile.ZipFile(built)
 
 
-def test_the_wheel_installs_both_commands(wheel: zipfile.ZipFile) -> None:
+def test_the_wheel_installs_the_three_commands(wheel: zipfile.ZipFile) -> None:
     (entry_points,) = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
     parser = ConfigParser()
     parser.read_string(wheel.read(entry_points).decode())
     assert dict(parser["console_scripts"]) == {
         "netdns": "netdns.cli:main",
         "netdns-cni": "netdns.cni_plugin:main",
+        "netdns-aardvark": "netdns.aardvark.main:main",
     }
 
 
@@ -43,6 +44,7 @@ def test_the_wheel_carries_the_packages(wheel: zipfile.ZipFile) -> None:
     shipped = (
         "netdns/cli/main.py",
         "netdns/cni_plugin/main.py",
+        "netdns/aardvark/main.py",
         "resolver/resolve.py",
         "drivers/core/driver_core.py",
         "drivers/cluster/store.py",
