@@ -1,0 +1,274 @@
+"""Podman as a lab for tests and benches: root podman 4 on this machine, with everything it
+keeps under one temporary directory (storage root, runroot, containers.conf, network config
+dir, the helper binaries it runs), removed afterwards even when the test fails.
+
+Containers run from a local root filesystem made of busybox-static (no image registry is
+reachable here), with runc, cgroupfs and explicit rlimits (crun and podman's default rlimits
+fail on this machine). `dns` picks who answers podman's containers:
+
+- "netdns": netdns-aardvark, found by netavark under the name `aardvark-dns` in the helper
+  directory (a wrapper that names the lab's upstream and log file);
+- "aardvark": podman's own aardvark-dns (/usr/lib/podman/aardvark-dns), as shipped.
+
+Upstream: the lab makes a bridge of its own with one address and runs dnsmasq there; every
+podman command runs in one private mount namespace (a holder process's) where /etc/resolv.conf
+names that address, so podman's containers, netdns-aardvark and aardvark-dns alike forward to
+it and never to the machine's own resolver. The containers' resolv.conf gets the network's
+gateway and that address.
+
+netavark writes the DNS files to /run/containers/networks/aardvark-dns whatever the runroot
+says, and one DNS server serves every network there: labs use unique network names, one lab
+runs at a time, and a lab refuses to start while a DNS server it did not start is running."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from bench.labs.upstreams import DEFAULT_ZONE, Dnsmasq
+
+PODMAN = "/usr/bin/podman"
+NETAVARK = "/usr/lib/podman/netavark"
+AARDVARK = "/usr/lib/podman/aardvark-dns"
+BUSYBOX = "/bin/busybox"
+AARDVARK_DIR = Path("/run/containers/networks/aardvark-dns")
+PID_FILE = AARDVARK_DIR / "aardvark.pid"
+TOOLS = ("sh", "sleep", "nslookup", "cat", "ip", "true", "wget")
+RLIMITS = ("--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096")
+TIMEOUT = 120.0
+
+
+class PodmanError(RuntimeError):
+    pass
+
+
+def podman_available() -> str:
+    """Why podman cannot run here ("" when it can)."""
+    for path in (PODMAN, NETAVARK, BUSYBOX):
+        if not os.path.exists(path):
+            return f"{path} is missing (make deps installs podman, netavark, busybox-static)"
+    return ""
+
+
+def dns_server_pid() -> int | None:
+    """The DNS server netavark runs now, if any (its pid file names a live process: not a
+    zombie, which a server that exited is until its parent, gone too, is reaped)."""
+    try:
+        pid = int(PID_FILE.read_text().strip())
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, ValueError):
+        return None
+    return None if "\nState:\tZ" in status else pid
+
+
+def ip(*args: str, check: bool = True) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise PodmanError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    name: str
+    id: str
+    pid: int
+
+
+class Podman:
+    def __init__(self, *, dns: str = "netdns", zone: Sequence[str] = DEFAULT_ZONE) -> None:
+        if dns not in ("netdns", "aardvark"):
+            raise ValueError(f"dns {dns!r}: netdns or aardvark")
+        self.dns = dns
+        self.netdns_aardvark = shutil.which("netdns-aardvark") or ""
+        self.tag = f"nd{uuid.uuid4().hex[:6]}"
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{self.tag}-podman-"))
+        self.log = self.dir / "dns.log"
+        self.networks: list[str] = []
+        self.containers: list[str] = []
+        # The upstream's link: a bridge of the lab's own, one /32 on it.
+        self.upstream_link = f"{self.tag}up"
+        self.upstream_address = f"10.254.{random.randint(0, 255)}.{random.randint(1, 254)}"
+        self.upstream = Dnsmasq(self.upstream_address, zone=zone)
+        self._holder: subprocess.Popen[str] | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Podman:
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _prepare(self) -> None:
+        held = dns_server_pid()
+        if held is not None:
+            raise PodmanError(
+                f"a DNS server for podman already runs (pid {held}, {PID_FILE}): stop the "
+                "podman containers of other networks first; netavark shares one between them"
+            )
+        ip("link", "add", self.upstream_link, "type", "bridge")
+        ip("addr", "add", f"{self.upstream_address}/32", "dev", self.upstream_link)
+        ip("link", "set", self.upstream_link, "up")
+        self.upstream.__enter__()
+        resolv = self.dir / "resolv.conf"
+        resolv.write_text(f"nameserver {self.upstream_address}\n")
+        self._holder = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             f"mount --bind {resolv} /etc/resolv.conf && echo ready && exec sleep infinity"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self._holder.stdout is not None
+        if self._holder.stdout.readline().strip() != "ready":
+            raise PodmanError("could not make the lab's mount namespace (unshare -m)")
+        rootfs = self.dir / "rootfs"
+        for sub in ("bin", "etc", "proc", "sys", "dev", "tmp", "run"):
+            (rootfs / sub).mkdir(parents=True)
+        shutil.copy(BUSYBOX, rootfs / "bin" / "busybox")
+        for tool in TOOLS:
+            (rootfs / "bin" / tool).symlink_to("busybox")
+        helpers = self.dir / "helpers"
+        helpers.mkdir()
+        (helpers / "netavark").symlink_to(NETAVARK)
+        if self.dns == "netdns":
+            if not self.netdns_aardvark:
+                raise PodmanError("netdns-aardvark is not installed (pip install -e .)")
+            wrapper = helpers / "aardvark-dns"
+            wrapper.write_text(
+                f"#!/bin/sh\nexport NETDNS_AARDVARK_LOG={self.log}\n"
+                f'exec {self.netdns_aardvark} "$@"\n'
+            )
+            wrapper.chmod(0o755)
+        else:
+            (helpers / "aardvark-dns").symlink_to(AARDVARK)
+        (self.dir / "networks").mkdir()
+        (self.dir / "containers.conf").write_text(
+            "[engine]\n"
+            f'helper_binaries_dir = ["{helpers}"]\n'
+            "[network]\n"
+            'network_backend = "netavark"\n'
+            f'network_config_dir = "{self.dir / "networks"}"\n'
+        )
+
+    def close(self) -> None:
+        """Remove every container and network the lab made, stop the DNS server they left
+        (netavark stops it with the last network; this is for a test that failed midway),
+        then the directory."""
+        for name in reversed(self.containers):
+            self.podman("rm", "-f", "-t", "0", name, check=False)
+        for name in reversed(self.networks):
+            self.podman("network", "rm", "-f", name, check=False)
+        pid = dns_server_pid()
+        if pid is not None and self._ours(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        if self._holder is not None:  # its mounts (netns files, shm) go with it
+            self._holder.kill()
+            self._holder.wait(TIMEOUT)
+        self.upstream.__exit__(None, None, None)
+        ip("link", "del", self.upstream_link, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _ours(self, pid: int) -> bool:
+        """Whether the DNS server runs in the lab's mount namespace (so this lab started it)."""
+        if self._holder is None:
+            return False
+        try:
+            return os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink(
+                f"/proc/{self._holder.pid}/ns/mnt"
+            )
+        except OSError:
+            return False
+
+    # -- podman -----------------------------------------------------------------------------
+
+    def _command(self, *args: str) -> list[str]:
+        assert self._holder is not None
+        return [
+            "nsenter", "-t", str(self._holder.pid), "-m", PODMAN,
+            "--root", str(self.dir / "root"), "--runroot", str(self.dir / "runroot"),
+            "--runtime", "runc", "--cgroup-manager", "cgroupfs", *args,
+        ]  # fmt: skip
+
+    def call(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "CONTAINERS_CONF": str(self.dir / "containers.conf")}
+        return subprocess.run(
+            self._command(*args), env=env, capture_output=True, text=True, timeout=TIMEOUT,
+            check=False,
+        )  # fmt: skip
+
+    def podman(self, *args: str, check: bool = True) -> str:
+        if self._holder is None:
+            return ""
+        done = self.call(*args)
+        if check and done.returncode != 0:
+            raise PodmanError(f"podman {' '.join(args)}: {done.stderr.strip() or done.stdout}")
+        return done.stdout
+
+    def network(self, suffix: str = "", *options: str) -> str:
+        name = f"{self.tag}{suffix or len(self.networks)}"
+        self.podman("network", "create", *options, name)
+        self.networks.append(name)
+        return name
+
+    def run(self, name: str, network: str, *options: str) -> Container:
+        full = f"{self.tag}-{name}"
+        self.containers.append(full)
+        self.podman(
+            "run", "-d", "--name", full, "--network", network, *RLIMITS, *options,
+            "--rootfs", str(self.dir / "rootfs"), "/bin/sleep", "600",
+        )  # fmt: skip
+        return self.container(full)
+
+    def container(self, name: str) -> Container:
+        (info,) = json.loads(self.podman("inspect", name))
+        return Container(info["Name"].lstrip("/"), info["Id"], int(info["State"]["Pid"]))
+
+    def address(self, container: Container, network: str) -> str:
+        (info,) = json.loads(self.podman("inspect", container.name))
+        return info["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+    def gateway(self, network: str) -> str:
+        (info,) = json.loads(self.podman("network", "inspect", network))
+        return info["subnets"][0]["gateway"]
+
+    def exec(self, container: Container, *command: str) -> subprocess.CompletedProcess[str]:
+        return self.call("exec", container.name, *command)
+
+    def in_netns(self, container: Container, *command: str) -> subprocess.CompletedProcess[str]:
+        """A host tool (dig) run in the container's network namespace, not its filesystem."""
+        return subprocess.run(
+            ["nsenter", "-t", str(container.pid), "-n", *command],
+            capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        )  # fmt: skip
+
+    def log_text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+def wait_until(condition, timeout: float = 5.0, step: float = 0.02) -> float:  # type: ignore[no-untyped-def]
+    """Seconds until `condition()` held; PodmanError after `timeout`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise PodmanError(f"not true within {timeout} s")
+        time.sleep(step)
+    return time.monotonic() - started
