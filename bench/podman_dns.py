@@ -20,7 +20,12 @@ from pathlib import Path
 
 from bench.labs.podman import Container, Podman
 
-SERVERS = ("netdns", "aardvark")
+SERVERS = (
+    ("netavark", "netdns"),
+    ("netavark", "aardvark"),
+    ("cni", "netdns-cni"),
+    ("cni", "dnsname"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +36,11 @@ class Cell:
 
 def dig(lab: Podman, client: Container, network: str, name: str, qtype: str = "A",
         *, tcp: bool = False) -> str:  # fmt: skip
-    """`RCODE addresses...` (or `timeout`) from dig at NETWORK's gateway, inside CLIENT's
+    """`RCODE addresses...` (or `timeout`) from dig at NETWORK's DNS server, inside CLIENT's
     network namespace."""
     done = lab.in_netns(
         client, "dig", "+tries=1", "+time=3", "+noall", "+comments", "+answer",
-        *(["+tcp"] if tcp else []), f"@{lab.gateway(network)}", name, qtype,
+        *(["+tcp"] if tcp else []), f"@{lab.dns_server(network)}", name, qtype,
     )  # fmt: skip
     return answer_of(done)
 
@@ -124,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
     results = {}
-    for server in SERVERS:
-        print(f"podman_dns: {server} ...", file=sys.stderr)
-        with Podman(dns=server) as lab:
-            results[server] = scenario(lab)
+    for backend, server in SERVERS:
+        print(f"podman_dns: {backend} with {server} ...", file=sys.stderr)
+        with Podman(backend=backend, dns=server) as lab:
+            results[f"{server} ({backend})"] = scenario(lab)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()  # fmt: skip
     text = (

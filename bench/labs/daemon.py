@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,8 +98,11 @@ class DaemonProcess:
         return self.log.read_text(errors="replace")
 
 
-def start_daemon(root: Path, upstream: str, *extra: str, bridge: str = "") -> DaemonProcess:
-    """Its default network gets a bridge of its own, so a test never touches netdns0."""
+def start_daemon(
+    root: Path, upstream: str, *extra: str, bridge: str = "", prefix: Sequence[str] = ()
+) -> DaemonProcess:
+    """Its default network gets a bridge of its own, so a test never touches netdns0. `prefix`
+    runs it through another command (nsenter into a lab's mount namespace, say)."""
     bridge = bridge or f"nd{suffix()}"
     sock = root / "admin.sock"
     log = root / "daemon.log"
@@ -108,7 +111,7 @@ def start_daemon(root: Path, upstream: str, *extra: str, bridge: str = "") -> Da
     resolv = root / "host-resolv.conf"
     resolv.write_text(f"nameserver {DEFAULT_BRIDGE_GATEWAY}\n")
     command = [
-        *NETDNS, "daemon", "--root", str(root / "state"), "--admin", f"unix://{sock}",
+        *prefix, *NETDNS, "daemon", "--root", str(root / "state"), "--admin", f"unix://{sock}",
         "--dns", upstream, "--bridge", bridge, "--resolv-conf", str(resolv),
         "--log-level", "debug", *extra,
     ]  # fmt: skip

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from bench.labs.daemon import DaemonProcess, start_daemon
 from bench.labs.upstreams import DEFAULT_ZONE, Dnsmasq
 
 PODMAN = "/usr/bin/podman"
@@ -86,11 +87,21 @@ class Container:
     pid: int
 
 
+# Who answers podman's containers, by network backend.
+SERVERS = {"netavark": ("netdns", "aardvark"), "cni": ("netdns-cni", "dnsname")}
+CNI_PLUGINS = "/usr/lib/cni"
+
+
 class Podman:
-    def __init__(self, *, dns: str = "netdns", zone: Sequence[str] = DEFAULT_ZONE) -> None:
-        if dns not in ("netdns", "aardvark"):
-            raise ValueError(f"dns {dns!r}: netdns or aardvark")
+    def __init__(
+        self, *, backend: str = "netavark", dns: str = "netdns",
+        zone: Sequence[str] = DEFAULT_ZONE,
+    ) -> None:  # fmt: skip
+        if dns not in SERVERS.get(backend, ()):
+            raise ValueError(f"backend {backend!r} with dns {dns!r}: use one of {SERVERS}")
+        self.backend = backend
         self.dns = dns
+        self.daemon: DaemonProcess | None = None  # netdns-cni's
         self.netdns_aardvark = shutil.which("netdns-aardvark") or ""
         self.tag = f"nd{uuid.uuid4().hex[:6]}"
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.tag}-podman-"))
@@ -148,6 +159,17 @@ class Podman:
         helpers = self.dir / "helpers"
         helpers.mkdir()
         (helpers / "netavark").symlink_to(NETAVARK)
+        if self.dns == "netdns-cni":
+            netdns_cni = shutil.which("netdns-cni")
+            if netdns_cni is None:
+                raise PodmanError("netdns-cni is not installed (pip install -e .)")
+            (helpers / "netdns-cni").symlink_to(netdns_cni)
+            assert self._holder is not None
+            (self.dir / "daemon").mkdir()
+            self.daemon = start_daemon(
+                self.dir / "daemon", self.upstream.server, "--domain", "dns.podman",
+                prefix=("nsenter", "-t", str(self._holder.pid), "-m"),
+            )  # fmt: skip
         if self.dns == "netdns":
             if not self.netdns_aardvark:
                 raise PodmanError("netdns-aardvark is not installed (pip install -e .)")
@@ -164,8 +186,9 @@ class Podman:
             "[engine]\n"
             f'helper_binaries_dir = ["{helpers}"]\n'
             "[network]\n"
-            'network_backend = "netavark"\n'
+            f'network_backend = "{self.backend}"\n'
             f'network_config_dir = "{self.dir / "networks"}"\n'
+            f'cni_plugin_dirs = ["{helpers}", "{CNI_PLUGINS}"]\n'
         )
 
     def close(self) -> None:
@@ -176,6 +199,9 @@ class Podman:
             self.podman("rm", "-f", "-t", "0", name, check=False)
         for name in reversed(self.networks):
             self.podman("network", "rm", "-f", name, check=False)
+        if self.daemon is not None:
+            self.daemon.stop()
+            ip("link", "del", self.daemon.bridge, check=False)
         pid = dns_server_pid()
         if pid is not None and self._ours(pid):
             with contextlib.suppress(ProcessLookupError):
@@ -227,13 +253,35 @@ class Podman:
         name = f"{self.tag}{suffix or len(self.networks)}"
         self.podman("network", "create", *options, name)
         self.networks.append(name)
+        if self.backend == "cni":
+            self._chain_dns_plugin(name)
         return name
+
+    def _chain_dns_plugin(self, network: str) -> None:
+        """The DNS plugin last in the conflist podman wrote: netdns-cni (as docs/CNI.md says)
+        or dnsname (as podman 3 wrote it)."""
+        path = self.dir / "networks" / f"{network}.conflist"
+        conflist = json.loads(path.read_text())
+        plugins = [p for p in conflist["plugins"] if p.get("type") not in ("dnsname", "netdns-cni")]
+        if self.daemon is not None:
+            plugins.append(
+                {"type": "netdns-cni", "daemon": f"unix://{self.daemon.socket}",
+                 "capabilities": {"aliases": True}}
+            )  # fmt: skip
+        else:
+            plugins.append(
+                {"type": "dnsname", "domainName": "dns.podman", "capabilities": {"aliases": True}}
+            )
+        conflist["plugins"] = plugins
+        path.write_text(json.dumps(conflist, indent=2))
 
     def run(self, name: str, network: str, *options: str) -> Container:
         full = f"{self.tag}-{name}"
         self.containers.append(full)
+        # The resolv.conf podman's CNI backend writes does not follow the plugins' results.
+        dns = ("--dns", self.dns_server(network)) if self.backend == "cni" else ()
         self.podman(
-            "run", "-d", "--name", full, "--network", network, *RLIMITS, *options,
+            "run", "-d", "--name", full, "--network", network, *RLIMITS, *dns, *options,
             "--rootfs", str(self.dir / "rootfs"), "/bin/sleep", "600",
         )  # fmt: skip
         return self.container(full)
@@ -245,6 +293,11 @@ class Podman:
     def address(self, container: Container, network: str) -> str:
         (info,) = json.loads(self.podman("inspect", container.name))
         return info["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+    def dns_server(self, network: str) -> str:
+        """Where the network's containers send their queries: netdns-cni's 127.0.0.11 inside
+        each container, or the network's gateway (aardvark-dns, netdns-aardvark, dnsname)."""
+        return "127.0.0.11" if self.dns == "netdns-cni" else self.gateway(network)
 
     def gateway(self, network: str) -> str:
         (info,) = json.loads(self.podman("network", "inspect", network))

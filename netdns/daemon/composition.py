@@ -76,7 +76,7 @@ class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.host_resolv = HostResolvConf(str(config.resolv_conf))
-        self.table = NameTable()
+        self.table = NameTable(domains=config.domains)
         cache = None if config.no_cache else AnswerCache()
         self.forwarder = Forwarder(
             default_servers=self._default_servers, max_inflight=config.max_inflight, cache=cache,

@@ -33,6 +33,7 @@ class DaemonConfig:
     log_level: str = "info"
     log_format: str = "text"  # or "json" (netdns/logs.py)
     dns: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()  # R3b: zones that stand for every network of the asker
     local_ttl: int = 5
     no_cache: bool = False
     max_inflight: int = 1024
@@ -120,6 +121,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "nameservers, re-read when it changes)",
     )
     parser.add_argument(
+        "--domain",
+        action="append",
+        default=[],
+        metavar="ZONE",
+        help="a zone that stands for every network of the asking container: NAME.ZONE answers "
+        "NAME, any other name in it is NXDOMAIN (R3b; podman's is dns.podman); repeatable",
+    )
+    parser.add_argument(
         "--local-ttl",
         type=int,
         default=5,
@@ -159,6 +168,7 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         host_name=args.host_name, advertise_addr=advertise, lease_ttl=args.lease_ttl,
         bridge=args.bridge, log_level=args.log_level, log_format=args.log_format,
         dns=tuple(args.dns),
+        domains=tuple(validation.check_dns_name(d.strip("."), "--domain") for d in args.domain),
         local_ttl=args.local_ttl, no_cache=args.no_cache, max_inflight=args.max_inflight,
         max_inflight_per_sandbox=args.max_inflight_per_sandbox, resolv_conf=args.resolv_conf,
     )  # fmt: skip
