@@ -64,11 +64,12 @@ class DnsperfRun:
     max_qps: int | None = None
     query_timeout: float = 2.0  # dnsperf -t: a query without an answer by then counts as lost
     netns: str | None = None  # named network namespace to run in (the target's client's)
+    enter: tuple[str, ...] = ()  # or a command that enters it (nsenter -t PID -n)
     verbose: bool = False  # -v: a line per query, with its latency
 
     def command(self) -> list[str]:
         command = [
-            *(("ip", "netns", "exec", self.netns) if self.netns else ()),
+            *(("ip", "netns", "exec", self.netns) if self.netns else self.enter),
             DNSPERF,
             "-s",
             self.address,

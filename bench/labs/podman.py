@@ -95,7 +95,7 @@ CNI_PLUGINS = "/usr/lib/cni"
 class Podman:
     def __init__(
         self, *, backend: str = "netavark", dns: str = "netdns",
-        zone: Sequence[str] = DEFAULT_ZONE,
+        zone: Sequence[str] = DEFAULT_ZONE, upstream_ttl: int = 300,
     ) -> None:  # fmt: skip
         if dns not in SERVERS.get(backend, ()):
             raise ValueError(f"backend {backend!r} with dns {dns!r}: use one of {SERVERS}")
@@ -111,7 +111,7 @@ class Podman:
         # The upstream's link: a bridge of the lab's own, one /32 on it.
         self.upstream_link = f"{self.tag}up"
         self.upstream_address = f"10.254.{random.randint(0, 255)}.{random.randint(1, 254)}"
-        self.upstream = Dnsmasq(self.upstream_address, zone=zone)
+        self.upstream = Dnsmasq(self.upstream_address, zone=zone, local_ttl=upstream_ttl)
         self._holder: subprocess.Popen[str] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
@@ -312,6 +312,17 @@ class Podman:
             ["nsenter", "-t", str(container.pid), "-n", *command],
             capture_output=True, text=True, timeout=TIMEOUT, check=False,
         )  # fmt: skip
+
+    def server_pid(self, network: str) -> int | None:
+        """The process that answers the network's containers (for its CPU time)."""
+        if self.daemon is not None:
+            return self.daemon.process.pid  # nsenter execs the daemon: the same process
+        if self.dns == "dnsname":
+            path = Path(f"/run/containers/cni/dnsname/{network}/pidfile")
+            with contextlib.suppress(OSError, ValueError):
+                return int(path.read_text().strip())
+            return None
+        return dns_server_pid()
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
