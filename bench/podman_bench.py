@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,13 +30,12 @@ from dnslib import DNSRecord
 
 from bench import dnsperf
 from bench.cpu import cpu_seconds
+from bench.labs.podman import ALL_SERVERS as SERVERS
 from bench.labs.podman import Container, Podman
+from bench.machine import netdns_commit
 from bench.stats import format_ms, percentile
 from resolver.netns import in_netns
 
-SERVERS = (
-    ("netavark", "netdns"), ("netavark", "aardvark"), ("cni", "netdns-cni"), ("cni", "dnsname"),
-)  # fmt: skip
 FORWARD_ZONE = ("--address=/bench.test/10.64.0.1",)  # every name under it, TTL 0 (upstream_ttl)
 FORWARD_NAMES = 1000
 POLL = 0.005
@@ -136,11 +134,10 @@ def median(values: list[float]) -> float:
 
 
 def report(results: dict[str, Result], rounds: int, seconds: float) -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()  # fmt: skip
+    commit = netdns_commit()
     netdns = results.get("netdns (netavark)")
     lines = [
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit or 'unknown'}: podman 4.3, "
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}: podman 4.3, "
         f"{rounds} rounds, dnsperf 4 clients for {seconds:g} s per workload, medians over the "
         "rounds; CPU is the DNS server process's per answered query.",
         "",

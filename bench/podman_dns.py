@@ -18,14 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.labs.podman import ALL_SERVERS as SERVERS
 from bench.labs.podman import Container, Podman
-
-SERVERS = (
-    ("netavark", "netdns"),
-    ("netavark", "aardvark"),
-    ("cni", "netdns-cni"),
-    ("cni", "dnsname"),
-)
+from bench.machine import netdns_commit
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"podman_dns: {backend} with {server} ...", file=sys.stderr)
         with Podman(backend=backend, dns=server) as lab:
             results[f"{server} ({backend})"] = scenario(lab)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()  # fmt: skip
+    commit = netdns_commit()
     text = (
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit or 'unknown'}, podman 4.3 "
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}, podman 4.3 "
         "with netavark 1.4 (addresses: podman's 10.89.x, the lab's upstream serves "
         "`web.test` = 10.1.2.3; dig waits 3 s, once).\n\n" + table(results) + "\n"
     )

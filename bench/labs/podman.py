@@ -89,6 +89,7 @@ class Container:
 
 # Who answers podman's containers, by network backend.
 SERVERS = {"netavark": ("netdns", "aardvark"), "cni": ("netdns-cni", "dnsname")}
+ALL_SERVERS = tuple((backend, dns) for backend, names in SERVERS.items() for dns in names)
 CNI_PLUGINS = "/usr/lib/cni"
 
 
