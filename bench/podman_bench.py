@@ -167,6 +167,8 @@ def report(results: dict[str, Result], rounds: int, seconds: float) -> str:
             if starts
             else f"none answered ({r.unanswered_starts})"
         )
+        runs = sorted(r.podman_runs)
+        cells.append(format_ms(percentile(runs, 50)) if runs else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
