@@ -70,8 +70,8 @@ class Lab:
             sock.send(query)
             return DNSRecord.parse(sock.recv(65535))
 
-    def run(self, *extra: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "NETDNS_AARDVARK_DNS": self.upstream.server,
+    def run(self, *extra: str, upstreams: str = "") -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "NETDNS_AARDVARK_DNS": upstreams or self.upstream.server,
                "NETDNS_AARDVARK_LOG": str(self.log)}  # fmt: skip
         return subprocess.run(
             [*COMMAND, "--config", str(self.config), "-p", str(self.port), *extra, "run"],
@@ -174,6 +174,24 @@ def test_sighup_follows_the_files_and_keeps_a_query_in_flight(lab: Lab) -> None:
     assert lab.ask("web").header.rcode == RCODE.NXDOMAIN
     asking.join(10)
     assert slow and addresses(slow[0]) == ["192.0.2.77"]  # the reload dropped nothing
+
+
+def test_a_dead_first_upstream_fails_over_within_the_clients_budget(lab: Lab) -> None:
+    # aardvark-dns #482: its per-upstream timeout equalled the client's, so failover never
+    # helped. netdns's forwarder tries the next upstream well inside glibc's 5 s.
+    with FaultUpstream(Fault.SILENT) as dead:
+        assert lab.run(upstreams=f"{dead.server},{lab.upstream.server}").returncode == 0
+        started = time.monotonic()
+        reply = lab.ask("failover.example", timeout=5.0)
+        took = time.monotonic() - started
+        assert addresses(reply) == ["192.0.2.77"] and took < 4.0
+        # Health memory: after three failures in a row the dead one is put last for a while,
+        # so the next answers are quick.
+        for name in ("again1.example", "again2.example"):
+            assert addresses(lab.ask(name)) == ["192.0.2.77"]
+        started = time.monotonic()
+        assert addresses(lab.ask("quick.example")) == ["192.0.2.77"]
+        assert time.monotonic() - started < 0.5
 
 
 def test_the_last_network_gone_stops_it_and_removes_its_pid_file(lab: Lab) -> None:
