@@ -30,7 +30,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -327,13 +326,3 @@ class Podman:
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
-
-
-def wait_until(condition, timeout: float = 5.0, step: float = 0.02) -> float:  # type: ignore[no-untyped-def]
-    """Seconds until `condition()` held; PodmanError after `timeout`."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise PodmanError(f"not true within {timeout} s")
-        time.sleep(step)
-    return time.monotonic() - started
