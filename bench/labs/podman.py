@@ -29,6 +29,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Sequence
@@ -73,6 +74,13 @@ def dns_server_pid() -> int | None:
     return None if "\nState:\tZ" in status else pid
 
 
+def command_path(name: str) -> str:
+    """A console script of this install: beside the running interpreter (a venv not on PATH,
+    as under `make test`), else on PATH; "" when neither has it."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name) or ""
+
+
 def ip(*args: str, check: bool = True) -> None:
     done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
     if check and done.returncode != 0:
@@ -102,7 +110,7 @@ class Podman:
         self.backend = backend
         self.dns = dns
         self.daemon: DaemonProcess | None = None  # netdns-cni's
-        self.netdns_aardvark = shutil.which("netdns-aardvark") or ""
+        self.netdns_aardvark = command_path("netdns-aardvark")
         self.tag = f"nd{uuid.uuid4().hex[:6]}"
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.tag}-podman-"))
         self.log = self.dir / "dns.log"
@@ -160,8 +168,8 @@ class Podman:
         helpers.mkdir()
         (helpers / "netavark").symlink_to(NETAVARK)
         if self.dns == "netdns-cni":
-            netdns_cni = shutil.which("netdns-cni")
-            if netdns_cni is None:
+            netdns_cni = command_path("netdns-cni")
+            if not netdns_cni:
                 raise PodmanError("netdns-cni is not installed (pip install -e .)")
             (helpers / "netdns-cni").symlink_to(netdns_cni)
             assert self._holder is not None
